@@ -1,0 +1,53 @@
+# Two commands on a fresh machine: `make run` and `make test`. Everything else here serves them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+PIP_FLAGS := --disable-pip-version-check -q
+PYTEST_ARGS ?=
+
+.PHONY: run test deps pydeps npmdeps sysdeps lint check contracts clean-data bench
+
+deps: pydeps npmdeps contracts
+
+# Re-installs only when a requirements file changed (stamp newer than both).
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install $(PIP_FLAGS) --upgrade pip wheel
+	$(PIP) install $(PIP_FLAGS) -r requirements-dev.txt
+	@touch $@
+pydeps: $(VENV)/.installed
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+npmdeps: node_modules/.installed
+
+# Debian's chromium for the browser tests (no browser download at run time).
+sysdeps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian chromium for browser tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "WARNING: chromium could not be installed; browser tests will be skipped"; }
+
+contracts: npmdeps
+	@node contracts/compile.js
+
+run: deps
+	$(PY) -m billing_project.devstack
+
+test: deps sysdeps
+	$(PY) -m ruff check .
+	$(PY) manage.py makemigrations --check --dry-run
+	$(PY) -m pytest --create-db $(PYTEST_ARGS)
+
+lint: pydeps
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+bench: deps
+	$(PY) bench/run_all.py
+
+clean-data:
+	rm -rf .data

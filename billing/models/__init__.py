@@ -1,0 +1,46 @@
+from billing.models.chain import ChainBlock, ChainCursor, ChainEvent
+from billing.models.contract import PaymentContract
+from billing.models.idempotency import IdempotencyKey
+from billing.models.inbound import InboundEvent
+from billing.models.network import CryptoConfig, Network, NetworkFallback, RpcEndpoint, Token
+from billing.models.outbox import DeliveryAttempt, OutboxDelivery, OutboxEvent
+from billing.models.plan import Interval, Plan
+from billing.models.provider import PaymentProvider
+from billing.models.subscription import LIVE_SUBSCRIPTION_STATUSES, Subscription, SubscriptionStatus
+from billing.models.transaction import (
+    ALLOWED_TRANSITIONS,
+    PaymentTransaction,
+    ProductType,
+    TransactionStatusChange,
+    TxStatus,
+    can_transition,
+)
+
+__all__ = [
+    "ALLOWED_TRANSITIONS",
+    "ChainBlock",
+    "ChainCursor",
+    "ChainEvent",
+    "CryptoConfig",
+    "DeliveryAttempt",
+    "IdempotencyKey",
+    "InboundEvent",
+    "Interval",
+    "LIVE_SUBSCRIPTION_STATUSES",
+    "Network",
+    "NetworkFallback",
+    "OutboxDelivery",
+    "OutboxEvent",
+    "PaymentContract",
+    "PaymentProvider",
+    "PaymentTransaction",
+    "Plan",
+    "ProductType",
+    "RpcEndpoint",
+    "Subscription",
+    "SubscriptionStatus",
+    "Token",
+    "TransactionStatusChange",
+    "TxStatus",
+    "can_transition",
+]

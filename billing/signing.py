@@ -1,0 +1,59 @@
+"""The webhook signature of api.md, used both ways: checking indexer deliveries and signing outgoing
+plan.changed.v1 deliveries.
+
+    X-Billing-Signature: t=<unix seconds>,v1=<hex>[,v1=<hex>]
+    hex = HMAC-SHA256(secret, ascii(t) + b"." + raw_body)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+
+SIGNATURE_HEADER = "X-Billing-Signature"
+TOLERANCE_SECONDS = 300
+
+
+def compute(secret: str, timestamp: int, raw_body: bytes) -> str:
+    return hmac.new(secret.encode(), str(timestamp).encode("ascii") + b"." + raw_body, hashlib.sha256).hexdigest()
+
+
+def sign(raw_body: bytes, secrets: list[str], *, timestamp: int | None = None) -> str:
+    t = int(time.time()) if timestamp is None else timestamp
+    return ",".join([f"t={t}", *(f"v1={compute(s, t, raw_body)}" for s in secrets if s)])
+
+
+def parse(header: str) -> tuple[int | None, list[str]]:
+    timestamp: int | None = None
+    signatures: list[str] = []
+    for part in (header or "").split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "t" and value.isdigit():
+            timestamp = int(value)
+        elif key == "v1" and value:
+            signatures.append(value.strip().lower())
+    return timestamp, signatures
+
+
+def check(
+    raw_body: bytes, header: str, secrets: list[str], *, now: float | None = None, tolerance: int = TOLERANCE_SECONDS
+) -> tuple[bool, str, int]:
+    """(ok, reason, index of the secret that matched). Constant-time comparison for every pair."""
+    timestamp, signatures = parse(header)
+    if timestamp is None or not signatures:
+        return False, "missing or malformed signature header", -1
+    current = time.time() if now is None else now
+    if abs(current - timestamp) > tolerance:
+        return False, "signature timestamp outside the tolerance window", -1
+    matched = -1
+    for index, secret in enumerate(secrets):
+        if not secret:
+            continue
+        expected = compute(secret, timestamp, raw_body)
+        for candidate in signatures:
+            if hmac.compare_digest(expected, candidate) and matched < 0:
+                matched = index
+    if matched < 0:
+        return False, "signature does not match", -1
+    return True, "", matched

@@ -1,0 +1,80 @@
+"""Shared fixtures: roles, users with API tokens, and a real anvil chain per test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from django.contrib.auth.models import Group
+from rest_framework.authtoken.models import Token as ApiToken
+from rest_framework.test import APIClient
+
+from billing.roles import BILLING_ADMIN, SUPPORT, sync_role_permissions
+from tests.anvil import Anvil
+
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture
+def roles(db):
+    """Groups exist after migrate; transactional tests flush them, so make sure they are back."""
+    sync_role_permissions()
+    return {name: Group.objects.get(name=name) for name in (BILLING_ADMIN, SUPPORT)}
+
+
+def _user(django_user_model, username: str, group: Group | None = None, **extra):
+    user = django_user_model.objects.create_user(username=username, password="pw-" + username, **extra)
+    if group is not None:
+        user.groups.add(group)
+    return user
+
+
+@pytest.fixture
+def billing_admin_user(django_user_model, roles):
+    return _user(django_user_model, "ops-admin", roles[BILLING_ADMIN], is_staff=True)
+
+
+@pytest.fixture
+def support_user(django_user_model, roles):
+    return _user(django_user_model, "ops-support", roles[SUPPORT], is_staff=True)
+
+
+@pytest.fixture
+def plain_user(django_user_model):
+    return _user(django_user_model, "customer")
+
+
+def token_client(user) -> APIClient:
+    client = APIClient()
+    if user is not None:
+        key, _ = ApiToken.objects.get_or_create(user=user)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {key.key}")
+    return client
+
+
+@pytest.fixture
+def api_client():
+    return APIClient()
+
+
+@pytest.fixture
+def admin_api(billing_admin_user):
+    return token_client(billing_admin_user)
+
+
+@pytest.fixture
+def support_api(support_user):
+    return token_client(support_user)
+
+
+@pytest.fixture
+def user_api(plain_user):
+    return token_client(plain_user)
+
+
+@pytest.fixture(scope="session")
+def anvil():
+    """A real anvil on a free port for the whole test session (chain id 31337)."""
+    node = Anvil().start()
+    yield node
+    node.stop()
