@@ -45,7 +45,7 @@ class QuotaGrant(models.Model):
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="quota")
     plan_slug = models.CharField(max_length=64, blank=True)
-    limits = models.JSONField(default=dict)
+    limits = models.JSONField(default=dict, blank=True)
     period_end = models.DateTimeField(null=True, blank=True)
     last_event_id = models.UUIDField(null=True, blank=True)
     last_event_at = models.DateTimeField(null=True, blank=True)

@@ -45,7 +45,7 @@ class ChainEvent(models.Model):
     block_hash = models.CharField(max_length=66)
     tx_hash = models.CharField(max_length=66)
     log_index = models.PositiveIntegerField()
-    args = models.JSONField(default=dict)
+    args = models.JSONField(default=dict, blank=True)
     amount = TokenAmountField(null=True, blank=True)
     token_address = models.CharField(max_length=42, blank=True)
     removed = models.BooleanField(default=False, help_text="Dropped by a reorg.")

@@ -21,7 +21,7 @@ class InboundEvent(models.Model):
     tx_hash = models.CharField(max_length=66, null=True, blank=True)
     log_index = models.PositiveIntegerField(null=True, blank=True)
     raw_body = models.TextField()
-    payload = models.JSONField(default=dict)
+    payload = models.JSONField(default=dict, blank=True)
     signature_header = models.CharField(max_length=512, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RECEIVED)
     error = models.TextField(blank=True)
