@@ -1,0 +1,3 @@
+"""Checkout and contract webhooks (payment lifecycle)."""
+
+urlpatterns: list = []

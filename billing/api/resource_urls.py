@@ -1,0 +1,3 @@
+"""Plans catalog, me/*, admin/* endpoints."""
+
+urlpatterns: list = []

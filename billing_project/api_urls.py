@@ -1,0 +1,3 @@
+"""/v1/auth/... : API token issue."""
+
+urlpatterns: list = []

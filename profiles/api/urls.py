@@ -1,0 +1,3 @@
+"""/v1/profile/... : wallets linked by SIWE."""
+
+urlpatterns: list = []
