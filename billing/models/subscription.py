@@ -31,6 +31,9 @@ class Subscription(models.Model):
     pending_plan = models.ForeignKey(
         Plan, on_delete=models.PROTECT, null=True, blank=True, related_name="+", help_text="Downgrade at period end."
     )
+    pending_period_end = models.DateTimeField(
+        null=True, blank=True, help_text="End of the period already paid for the pending (downgrade) plan."
+    )
     grace_until = models.DateTimeField(null=True, blank=True)
     debt_amount = TokenAmountField(default=0)
     debt_token = models.ForeignKey(Token, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
