@@ -178,7 +178,6 @@ BILLING_CHECKOUT_TTL = timedelta(minutes=env.int("BILLING_CHECKOUT_TTL_MINUTES",
 BILLING_IDEMPOTENCY_TTL = timedelta(hours=env.int("BILLING_IDEMPOTENCY_TTL_HOURS", default=72))
 BILLING_WEBHOOK_TOLERANCE_SECONDS = 300
 BILLING_WEBHOOK_SECRET_GRACE = timedelta(hours=env.int("BILLING_WEBHOOK_SECRET_GRACE_HOURS", default=24))
-BILLING_QUOTA_SUBSCRIBERS = env.json("BILLING_QUOTA_SUBSCRIBERS", default=[])
 BILLING_LOCAL_CHAIN_RPC = env.str("BILLING_LOCAL_CHAIN_RPC", default="http://127.0.0.1:8545")
 METRICS_BEARER_TOKEN = env.str("METRICS_BEARER_TOKEN", default="")
 PROMETHEUS_EXPORT_MIGRATIONS = False
@@ -193,3 +192,21 @@ from billing_project.logging import configure_logging  # noqa: E402
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING_CONFIG = None
 configure_logging(LOG_LEVEL, json=env.bool("LOG_JSON", default=True))
+
+# --- Outbox subscribers ----------------------------------------------------------------------------
+# In-project consumers of domain events (dotted path of a callable taking the event payload dict).
+BILLING_OUTBOX_INTERNAL_SUBSCRIBERS = {
+    "plan.changed.v1": {
+        "quota": "profiles.quota.handle_plan_changed",
+        "notifications": "notifications.receivers.handle_plan_changed",
+    },
+    "subscription.past_due.v1": {
+        "notifications": "notifications.receivers.handle_past_due",
+    },
+}
+# External HTTP subscribers: JSON list of {"name", "url", "secret", "topics": [...]}, signed like the webhook.
+BILLING_EXTERNAL_SUBSCRIBERS = env.json("BILLING_EXTERNAL_SUBSCRIBERS", default=[])
+BILLING_OUTBOX_MAX_ATTEMPTS = env.int("BILLING_OUTBOX_MAX_ATTEMPTS", default=8)
+BILLING_OUTBOX_BACKOFF_BASE_SECONDS = env.float("BILLING_OUTBOX_BACKOFF_BASE_SECONDS", default=2.0)
+BILLING_OUTBOX_BACKOFF_MAX_SECONDS = env.float("BILLING_OUTBOX_BACKOFF_MAX_SECONDS", default=3600.0)
+BILLING_OUTBOX_HTTP_TIMEOUT = env.float("BILLING_OUTBOX_HTTP_TIMEOUT", default=5.0)

@@ -1,0 +1,177 @@
+"""Transactional outbox: `outbox_emit` writes the event and one delivery row per subscriber in the
+caller's transaction; `transaction.on_commit` only kicks the relay. `outbox_delivery_attempt` delivers
+one row (in-project handler or signed HTTP POST), retries with backoff, and dead-letters after the last
+attempt; `outbox_delivery_replay` brings a dead letter back."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from datetime import timedelta
+
+import requests
+import structlog
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from billing import signing
+from billing.models import DeliveryAttempt, OutboxDelivery, OutboxEvent
+
+log = structlog.get_logger(__name__)
+
+
+def _subscribers_for(topic: str) -> list[str]:
+    internal = list(settings.BILLING_OUTBOX_INTERNAL_SUBSCRIBERS.get(topic, {}))
+    external = [s["name"] for s in settings.BILLING_EXTERNAL_SUBSCRIBERS if topic in s.get("topics", [topic])]
+    return internal + external
+
+
+def outbox_emit(*, topic: str, payload: dict, aggregate_type: str = "", aggregate_id: str = "") -> OutboxEvent:
+    """Write the event and its deliveries. Must run inside the transaction of the change it reports."""
+    event = OutboxEvent(topic=topic, aggregate_type=aggregate_type, aggregate_id=str(aggregate_id))
+    event.payload = {"event_id": str(event.event_id), **payload}
+    event.save()
+    now = timezone.now()
+    deliveries = OutboxDelivery.objects.bulk_create(
+        [
+            OutboxDelivery(
+                event=event, subscriber=name, next_attempt_at=now, max_attempts=settings.BILLING_OUTBOX_MAX_ATTEMPTS
+            )
+            for name in _subscribers_for(topic)
+        ]
+    )
+    ids = [d.pk for d in deliveries]
+
+    def kick() -> None:
+        from billing.tasks import outbox_deliver
+
+        for pk in ids:
+            outbox_deliver.delay(pk)
+
+    transaction.on_commit(kick)
+    log.info("outbox.emitted", topic=topic, event_id=str(event.event_id), deliveries=len(ids))
+    return event
+
+
+def backoff_seconds(attempt: int) -> float:
+    """Exponential backoff with full jitter: attempt 1 -> up to base, 2 -> up to 2*base, ..."""
+    cap = min(
+        settings.BILLING_OUTBOX_BACKOFF_MAX_SECONDS, settings.BILLING_OUTBOX_BACKOFF_BASE_SECONDS * 2 ** (attempt - 1)
+    )
+    return random.uniform(cap / 2, cap)
+
+
+def _external(name: str) -> dict | None:
+    return next((s for s in settings.BILLING_EXTERNAL_SUBSCRIBERS if s["name"] == name), None)
+
+
+def _deliver(delivery: OutboxDelivery) -> int | None:
+    """Raises on failure; returns the HTTP status for external subscribers."""
+    event = delivery.event
+    internal = settings.BILLING_OUTBOX_INTERNAL_SUBSCRIBERS.get(event.topic, {})
+    if delivery.subscriber in internal:
+        import_string(internal[delivery.subscriber])(event.payload)
+        return None
+    target = _external(delivery.subscriber)
+    if target is None:
+        raise RuntimeError(f"subscriber '{delivery.subscriber}' is not configured")
+    body = json.dumps(event.payload, separators=(",", ":"), sort_keys=True).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "X-Billing-Event": event.topic,
+        "X-Billing-Event-Id": str(event.event_id),
+        signing.SIGNATURE_HEADER: signing.sign(body, [target.get("secret", "")]),
+    }
+    response = requests.post(target["url"], data=body, headers=headers, timeout=settings.BILLING_OUTBOX_HTTP_TIMEOUT)
+    if response.status_code >= 300:
+        raise RuntimeError(f"HTTP {response.status_code}")
+    return response.status_code
+
+
+def outbox_delivery_attempt(*, delivery_id: int, force: bool = False) -> OutboxDelivery | None:
+    """Attempt one delivery if it is due. Safe to call twice at once: the row lock is skip_locked."""
+    with transaction.atomic():
+        delivery = (
+            OutboxDelivery.objects.select_for_update(skip_locked=True)
+            .select_related("event")
+            .filter(pk=delivery_id, status=OutboxDelivery.Status.PENDING)
+            .first()
+        )
+        if delivery is None:
+            return None
+        now = timezone.now()
+        if not force and delivery.next_attempt_at and delivery.next_attempt_at > now:
+            return delivery
+        started = time.monotonic()
+        status_code = None
+        error = ""
+        try:
+            with transaction.atomic():  # a failing in-project handler rolls back only its own writes
+                status_code = _deliver(delivery)
+            ok = True
+        except Exception as exc:  # any failure is a retry, recorded with its reason
+            ok = False
+            error = f"{type(exc).__name__}: {exc}"[:2000]
+            status_code = getattr(getattr(exc, "response", None), "status_code", None)
+        duration_ms = int((time.monotonic() - started) * 1000)
+        delivery.attempts += 1
+        DeliveryAttempt.objects.create(
+            delivery=delivery, ok=ok, status_code=status_code, error=error, duration_ms=duration_ms
+        )
+        if ok:
+            delivery.status = OutboxDelivery.Status.DELIVERED
+            delivery.delivered_at = now
+            delivery.last_error = ""
+            delivery.next_attempt_at = None
+        elif delivery.attempts >= delivery.max_attempts:
+            delivery.status = OutboxDelivery.Status.DEAD
+            delivery.last_error = error
+            delivery.next_attempt_at = None
+        else:
+            delivery.last_error = error
+            delivery.next_attempt_at = now + timedelta(seconds=backoff_seconds(delivery.attempts))
+        delivery.save()
+    log.info(
+        "outbox.attempt",
+        delivery_id=delivery.pk,
+        subscriber=delivery.subscriber,
+        event_id=str(delivery.event.event_id),
+        ok=ok,
+        attempts=delivery.attempts,
+        status=delivery.status,
+        error=error,
+    )
+    return delivery
+
+
+def outbox_due_ids(*, limit: int = 500) -> list[int]:
+    return list(
+        OutboxDelivery.objects.filter(status=OutboxDelivery.Status.PENDING, next_attempt_at__lte=timezone.now())
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
+@transaction.atomic
+def outbox_delivery_replay(*, delivery: OutboxDelivery, actor: str) -> OutboxDelivery:
+    """Bring a dead letter (or a failing delivery) back: pending, due now, with a fresh attempt budget."""
+    locked = OutboxDelivery.objects.select_for_update().get(pk=delivery.pk)
+    if locked.status == OutboxDelivery.Status.DELIVERED:
+        raise ValueError("The delivery was already delivered.")
+    locked.status = OutboxDelivery.Status.PENDING
+    locked.max_attempts = locked.attempts + settings.BILLING_OUTBOX_MAX_ATTEMPTS
+    locked.next_attempt_at = timezone.now()
+    locked.save()
+    log.info("outbox.replayed", delivery_id=locked.pk, actor=actor)
+    pk = locked.pk
+
+    def kick() -> None:
+        from billing.tasks import outbox_deliver
+
+        outbox_deliver.delay(pk)
+
+    transaction.on_commit(kick)
+    return locked

@@ -1,0 +1,76 @@
+"""Consumers of billing's outbox events: each event becomes notification rows (one per cause and
+audience, deduplicated by key), delivered by `notifications.tasks`."""
+
+from __future__ import annotations
+
+from django.db import IntegrityError, transaction
+
+from notifications.models import Notification
+
+TITLES = {
+    "payment_confirmed": "Your payment is confirmed",
+    "refunded": "Your payment was refunded",
+    "expired": "Your subscription has expired",
+    "canceled": "Your subscription was canceled",
+    "downgraded": "Your plan changed",
+}
+
+
+def notify(
+    *, audience: str, user_id: int | None, kind: str, title: str, body: str, data: dict, dedupe_key: str
+) -> bool:
+    try:
+        with transaction.atomic():
+            Notification.objects.create(
+                audience=audience, user_id=user_id, kind=kind, title=title, body=body, data=data, dedupe_key=dedupe_key
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
+def handle_plan_changed(payload: dict) -> None:
+    reason = payload.get("reason", "")
+    plan = payload.get("plan") or "no plan"
+    notify(
+        audience=Notification.Audience.USER,
+        user_id=int(payload["user_id"]),
+        kind=reason or "plan_changed",
+        title=TITLES.get(reason, "Your plan changed"),
+        body=f"Plan: {plan}. Period end: {payload.get('period_end') or '-'}.",
+        data={k: payload.get(k) for k in ("plan", "previous_plan", "reason", "transaction_id", "period_end")},
+        dedupe_key=f"plan.changed.v1:{payload['event_id']}:user",
+    )
+    if reason in ("refunded", "expired"):
+        notify(
+            audience=Notification.Audience.OPS,
+            user_id=None,
+            kind=f"ops_{reason}",
+            title=f"Subscription {reason}: user {payload['user_id']}",
+            body=f"Plan {payload.get('previous_plan')} -> {plan}; transaction {payload.get('transaction_id')}.",
+            data={k: payload.get(k) for k in ("user_id", "plan", "previous_plan", "reason", "transaction_id")},
+            dedupe_key=f"plan.changed.v1:{payload['event_id']}:ops",
+        )
+
+
+def handle_past_due(payload: dict) -> None:
+    user_id = int(payload["user_id"])
+    data = {k: payload.get(k) for k in ("plan", "grace_until", "debt_amount", "debt_token")}
+    notify(
+        audience=Notification.Audience.USER,
+        user_id=user_id,
+        kind="renewal_overdue",
+        title="Your renewal is overdue",
+        body=f"Pay {payload.get('debt_amount')} {payload.get('debt_token')} before {payload.get('grace_until')}.",
+        data=data,
+        dedupe_key=f"{payload['event_id']}:user",
+    )
+    notify(
+        audience=Notification.Audience.OPS,
+        user_id=None,
+        kind="ops_renewal_overdue",
+        title=f"Renewal overdue: user {user_id}",
+        body=f"Plan {payload.get('plan')}, grace until {payload.get('grace_until')}.",
+        data={"user_id": user_id, **data},
+        dedupe_key=f"{payload['event_id']}:ops",
+    )
