@@ -1,0 +1,290 @@
+"""Catalog writes (plans, providers, contracts, networks, tokens, crypto config).
+
+Every write validates through the model (`full_clean`, plus `PaymentProvider.validate_links` for the
+many-to-many rules), saves row by row (django-auditlog records `save()`, not `QuerySet.update`), and
+rebuilds the derived provider `config` of every provider the change touches. Errors are Django
+`ValidationError`s keyed by model field name; the API layer renames them to its field names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Q
+
+from billing.models import (
+    CryptoConfig,
+    Network,
+    NetworkFallback,
+    PaymentContract,
+    PaymentProvider,
+    Plan,
+    RpcEndpoint,
+    Token,
+)
+
+# RpcEndpoint positions are unique per network; renumbering goes through a parking range first.
+_PARKING_OFFSET = 30000
+
+
+def _assign(instance, data: dict[str, Any]) -> None:
+    for name, value in data.items():
+        setattr(instance, name, value)
+
+
+def providers_rebuild_config(*, providers: Iterable[PaymentProvider]) -> None:
+    for provider in providers:
+        config = provider.build_config()
+        if config != provider.config:
+            provider.config = config
+            provider.save(update_fields=["config", "updated_at"])
+
+
+def _providers_touching(*, network_ids: Iterable[int] = (), token_ids: Iterable[int] = (), contract_id=None):
+    q = (
+        Q(networks__in=list(network_ids))
+        | Q(supported_tokens__in=list(token_ids))
+        | Q(default_network__in=list(network_ids))
+    )
+    if contract_id is not None:
+        q |= Q(contract_id=contract_id)
+    return PaymentProvider.objects.filter(q).distinct()
+
+
+# --- plans -----------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def plan_create(*, data: dict[str, Any]) -> Plan:
+    plan = Plan()
+    _assign(plan, data)
+    plan.full_clean()
+    plan.save()
+    return plan
+
+
+@transaction.atomic
+def plan_update(*, plan: Plan, data: dict[str, Any]) -> Plan:
+    plan = Plan.objects.select_for_update().get(pk=plan.pk)
+    _assign(plan, data)
+    plan.full_clean()
+    plan.save()
+    return plan
+
+
+# --- providers -------------------------------------------------------------------------------------
+
+
+def _provider_write(
+    provider: PaymentProvider,
+    data: dict[str, Any],
+    networks: list[Network] | None,
+    supported_tokens: list[Token] | None,
+) -> PaymentProvider:
+    _assign(provider, data)
+    if networks is None:
+        networks = list(provider.networks.all()) if provider.pk else []
+    if supported_tokens is None:
+        supported_tokens = list(provider.supported_tokens.all()) if provider.pk else []
+    errors: dict[str, list[str]] = {}
+    try:
+        provider.full_clean(exclude=["config"])
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+    try:
+        provider.validate_links(networks, supported_tokens, provider.default_network)
+    except ValidationError as exc:
+        for key, messages in exc.message_dict.items():
+            errors.setdefault(key, []).extend(messages)
+    if provider.pk:
+        # A plan sold through this provider must stay payable: its token's network must remain listed.
+        network_ids = {n.pk for n in networks}
+        stranded = [
+            p.slug for p in provider.plans.select_related("price_token") if p.price_token.network_id not in network_ids
+        ]
+        if stranded:
+            errors.setdefault("networks", []).append(
+                f"Plans {', '.join(sorted(stranded))} are priced in a token on a network this would drop."
+            )
+    if errors:
+        raise ValidationError(errors)
+    provider.save()
+    provider.networks.set(networks)
+    provider.supported_tokens.set(supported_tokens)
+    providers_rebuild_config(providers=[provider])
+    return provider
+
+
+@transaction.atomic
+def provider_create(
+    *, data: dict[str, Any], networks: list[Network] | None = None, supported_tokens: list[Token] | None = None
+) -> PaymentProvider:
+    return _provider_write(PaymentProvider(), data, networks or [], supported_tokens or [])
+
+
+@transaction.atomic
+def provider_update(
+    *,
+    provider: PaymentProvider,
+    data: dict[str, Any],
+    networks: list[Network] | None = None,
+    supported_tokens: list[Token] | None = None,
+) -> PaymentProvider:
+    provider = PaymentProvider.objects.select_for_update().get(pk=provider.pk)
+    return _provider_write(provider, data, networks, supported_tokens)
+
+
+# --- contracts -------------------------------------------------------------------------------------
+
+
+def _contract_write(contract: PaymentContract, data: dict[str, Any]) -> PaymentContract:
+    data = dict(data)
+    new_secret = data.pop("webhook_secret", None)
+    _assign(contract, data)
+    if new_secret:
+        # Keeps the previous secret for the grace period, so in-flight deliveries still verify.
+        contract.rotate_webhook_secret(new_secret)
+    contract.full_clean()
+    contract.save()
+    providers_rebuild_config(providers=_providers_touching(contract_id=contract.pk))
+    return contract
+
+
+@transaction.atomic
+def contract_create(*, data: dict[str, Any]) -> PaymentContract:
+    return _contract_write(PaymentContract(), data)
+
+
+@transaction.atomic
+def contract_update(*, contract: PaymentContract, data: dict[str, Any]) -> PaymentContract:
+    contract = PaymentContract.objects.select_for_update().get(pk=contract.pk)
+    moving = "network" in data and data["network"].pk != contract.network_id
+    if moving and (contract.plans.exists() or contract.transactions.exists()):
+        raise ValidationError({"network": "The contract has plans or transactions; its network cannot change."})
+    return _contract_write(contract, data)
+
+
+# --- networks --------------------------------------------------------------------------------------
+
+
+def _network_set_endpoints(network: Network, endpoints: list[dict[str, Any]]) -> None:
+    """Replace the ordered endpoint list. Entries with an `id` update that endpoint (keeping its URL when
+    none is given, so a client can send back what it read without knowing the masked key)."""
+    existing = {e.pk: e for e in network.rpc_endpoints.all()}
+    errors: dict[str, list[str]] = {}
+    keep_ids = {item["id"] for item in endpoints if item.get("id")}
+    unknown = keep_ids - set(existing)
+    if unknown:
+        raise ValidationError({"rpc_endpoints": [f"Unknown endpoint id(s) for this network: {sorted(unknown)}."]})
+    for endpoint in existing.values():
+        if endpoint.pk not in keep_ids:
+            endpoint.delete()
+    kept = [existing[i] for i in keep_ids]
+    for index, endpoint in enumerate(kept):
+        endpoint.position = _PARKING_OFFSET + index
+        endpoint.save(update_fields=["position"])
+    for position, item in enumerate(endpoints):
+        endpoint = existing[item["id"]] if item.get("id") else RpcEndpoint(network=network)
+        endpoint.position = position
+        if item.get("url"):
+            endpoint.url = item["url"]
+        elif not endpoint.pk:
+            errors.setdefault("rpc_endpoints", []).append(f"Endpoint {position}: a new endpoint needs a url.")
+            continue
+        for name in ("timeout_seconds", "enabled"):
+            if name in item:
+                setattr(endpoint, name, item[name])
+        try:
+            endpoint.full_clean(exclude=["network"])
+        except ValidationError as exc:
+            for key, messages in exc.message_dict.items():
+                errors.setdefault("rpc_endpoints", []).extend(f"Endpoint {position} {key}: {m}" for m in messages)
+            continue
+        endpoint.save()
+    if errors:
+        raise ValidationError(errors)
+
+
+def _network_write(network: Network, data: dict[str, Any], endpoints: list[dict[str, Any]] | None) -> Network:
+    _assign(network, data)
+    network.full_clean()
+    network.save()
+    if endpoints is not None:
+        _network_set_endpoints(network, endpoints)
+    providers_rebuild_config(providers=_providers_touching(network_ids=[network.pk]))
+    return network
+
+
+@transaction.atomic
+def network_create(*, data: dict[str, Any], rpc_endpoints: list[dict[str, Any]] | None = None) -> Network:
+    return _network_write(Network(), data, rpc_endpoints or [])
+
+
+@transaction.atomic
+def network_update(
+    *, network: Network, data: dict[str, Any], rpc_endpoints: list[dict[str, Any]] | None = None
+) -> Network:
+    network = Network.objects.select_for_update().get(pk=network.pk)
+    if "chain_id" in data and data["chain_id"] != network.chain_id and network.contracts.exists():
+        # Contracts, transactions and chain events copy the chain id; changing it would split history.
+        raise ValidationError({"chain_id": "Contracts are deployed on this network; its chain id cannot change."})
+    return _network_write(network, data, rpc_endpoints)
+
+
+# --- tokens ----------------------------------------------------------------------------------------
+
+
+def _token_write(token: Token, data: dict[str, Any]) -> Token:
+    _assign(token, data)
+    token.full_clean()
+    token.save()
+    providers_rebuild_config(providers=_providers_touching(network_ids=[token.network_id], token_ids=[token.pk]))
+    return token
+
+
+@transaction.atomic
+def token_create(*, data: dict[str, Any]) -> Token:
+    return _token_write(Token(), data)
+
+
+@transaction.atomic
+def token_update(*, token: Token, data: dict[str, Any]) -> Token:
+    token = Token.objects.select_for_update().get(pk=token.pk)
+    if "network" in data and data["network"].pk != token.network_id and token.transactions.exists():
+        raise ValidationError({"network": "The token has transactions; its network cannot change."})
+    return _token_write(token, data)
+
+
+# --- crypto config ---------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def crypto_config_update(*, data: dict[str, Any], fallback_networks: list[Network] | None = None) -> CryptoConfig:
+    config = CryptoConfig.load()
+    config = CryptoConfig.objects.select_for_update().get(pk=config.pk)
+    _assign(config, data)
+    errors: dict[str, list[str]] = {}
+    try:
+        config.full_clean()
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+    if config.backoff_max_ms < config.backoff_base_ms:
+        errors.setdefault("backoff_max_ms", []).append("Must be at least backoff_base_ms.")
+    if config.fee_bump_percent < 10:
+        errors.setdefault("fee_bump_percent", []).append("Nodes refuse a replacement below a 10% bump.")
+    if fallback_networks is not None and len({n.pk for n in fallback_networks}) != len(fallback_networks):
+        errors.setdefault("fallback_networks", []).append("A network appears twice.")
+    if errors:
+        raise ValidationError(errors)
+    config.save()
+    if fallback_networks is not None:
+        current = [f.network_id for f in config.fallbacks.order_by("position")]
+        if current != [n.pk for n in fallback_networks]:
+            for row in config.fallbacks.all():
+                row.delete()
+            for position, network in enumerate(fallback_networks):
+                NetworkFallback.objects.create(config=config, network=network, position=position)
+    return config
