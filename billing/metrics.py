@@ -27,3 +27,14 @@ RPC_ENDPOINT_HEALTHY = Gauge(
     ["network", "endpoint"],
     multiprocess_mode="liveall",
 )
+
+WEBHOOK_RECEIVED = Counter(
+    "billing_webhook_deliveries_total",
+    "Contract webhook deliveries with a valid signature, by outcome.",
+    ["contract", "outcome"],
+)
+WEBHOOK_REJECTED = Counter(
+    "billing_webhook_rejected_total",
+    "Contract webhook deliveries refused before anything was stored (bad, missing or stale signature).",
+    ["contract", "reason"],
+)
