@@ -127,7 +127,7 @@ CELERY_TASK_TIME_LIMIT = 300
 CELERY_TASK_SOFT_TIME_LIMIT = 240
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULE: dict = {}
+
 
 # --- DRF -----------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -210,3 +210,12 @@ BILLING_OUTBOX_MAX_ATTEMPTS = env.int("BILLING_OUTBOX_MAX_ATTEMPTS", default=8)
 BILLING_OUTBOX_BACKOFF_BASE_SECONDS = env.float("BILLING_OUTBOX_BACKOFF_BASE_SECONDS", default=2.0)
 BILLING_OUTBOX_BACKOFF_MAX_SECONDS = env.float("BILLING_OUTBOX_BACKOFF_MAX_SECONDS", default=3600.0)
 BILLING_OUTBOX_HTTP_TIMEOUT = env.float("BILLING_OUTBOX_HTTP_TIMEOUT", default=5.0)
+
+CELERY_BEAT_SCHEDULE = {
+    "contract-sync-dispatch": {"task": "billing.tasks.contract_sync_dispatch", "schedule": 5.0},
+    "inbound-events-sweep": {"task": "billing.tasks.inbound_events_sweep", "schedule": 10.0},
+    "outbox-sweep": {"task": "billing.tasks.outbox_sweep", "schedule": 10.0},
+    "receipts-sweep": {"task": "billing.tasks.receipts_sweep", "schedule": 15.0},
+    "checkouts-expire": {"task": "billing.tasks.checkouts_expire", "schedule": 60.0},
+    "subscriptions-advance": {"task": "billing.tasks.subscriptions_advance", "schedule": 60.0},
+}

@@ -1,0 +1,239 @@
+"""POST /v1/billing/checkout (Idempotency-Key), GET /v1/billing/checkout/{id}, POST .../{id}/tx."""
+
+from __future__ import annotations
+
+import structlog
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
+from rest_framework import serializers, status
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from billing.models import PaymentTransaction
+from billing.services.checkout import CheckoutError, checkout_create
+from billing.services.idempotency import (
+    idempotency_claim,
+    idempotency_complete,
+    idempotency_release,
+    request_fingerprint,
+)
+from billing.services.receipts import SubmitError, transaction_submit
+from billing_project.api_errors import ApiError, error_body
+
+log = structlog.get_logger(__name__)
+
+
+class CheckoutRequestSerializer(serializers.Serializer):
+    plan = serializers.SlugField(max_length=64, help_text="Plan slug.")
+    wallet = serializers.CharField(max_length=64, help_text="Payer's EVM address (0x...).")
+    network = serializers.SlugField(max_length=64, required=False, help_text="Network slug; default: the plan's.")
+    token = serializers.CharField(max_length=16, required=False, help_text="Token symbol; default: the plan's.")
+    periods = serializers.IntegerField(min_value=1, max_value=36, required=False, default=1)
+
+
+class TxReportSerializer(serializers.Serializer):
+    tx_hash = serializers.CharField(max_length=66, help_text="Hash of the transaction the wallet sent.")
+
+
+class StatusChangeSerializer(serializers.Serializer):
+    from_status = serializers.CharField()
+    to_status = serializers.CharField()
+    actor = serializers.CharField()
+    reason = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class WalletStepSerializer(serializers.Serializer):
+    kind = serializers.CharField()
+    description = serializers.CharField()
+    to = serializers.CharField()
+    data = serializers.CharField()
+    value = serializers.CharField(help_text="wei, integer string")
+    chain_id = serializers.IntegerField()
+    function = serializers.CharField()
+    args = serializers.DictField()
+
+
+class PaymentPayloadSerializer(serializers.Serializer):
+    chain_id = serializers.IntegerField()
+    contract_address = serializers.CharField()
+    steps = WalletStepSerializer(many=True)
+    eip681 = serializers.CharField()
+    quote = serializers.DictField()
+    signature = serializers.CharField()
+    signer = serializers.CharField()
+    expires_at = serializers.CharField()
+    network_fallback = serializers.DictField(required=False)
+
+
+class CheckoutSerializer(serializers.ModelSerializer):
+    id = serializers.UUIDField(source="public_id", read_only=True)
+    plan = serializers.CharField(source="plan.slug", default=None)
+    network = serializers.CharField(source="network.slug")
+    contract = serializers.CharField(source="contract.slug")
+    contract_address = serializers.CharField(source="contract.address")
+    token = serializers.CharField(source="token.symbol")
+    token_address = serializers.SerializerMethodField()
+    token_decimals = serializers.IntegerField(source="token.decimals")
+    amount = serializers.CharField(help_text="Smallest unit, integer string.")
+    amount_display = serializers.DecimalField(max_digits=90, decimal_places=18, coerce_to_string=True)
+    usd_rate_at_checkout = serializers.DecimalField(max_digits=24, decimal_places=8, allow_null=True)
+    explorer_url = serializers.CharField()
+    payment = serializers.SerializerMethodField()
+    status_history = StatusChangeSerializer(many=True)
+
+    class Meta:
+        model = PaymentTransaction
+        fields = [
+            "id", "status", "plan", "network", "chain_id", "contract", "contract_address", "token", "token_address",
+            "token_decimals", "amount", "amount_display", "periods", "order_id", "payer_address", "expires_at",
+            "usd_rate_at_checkout", "tx_hash", "block_number", "confirmed_at", "failure_reason", "explorer_url",
+            "created_at", "payment", "status_history",
+        ]  # fmt: skip
+
+    def get_token_address(self, obj) -> str | None:
+        return obj.token.address or None
+
+    @extend_schema_field(PaymentPayloadSerializer)
+    def get_payment(self, obj) -> dict:
+        return obj.checkout_payload
+
+
+def _load(user, public_id) -> PaymentTransaction:
+    tx = (
+        PaymentTransaction.objects.select_related("plan", "network", "contract", "token")
+        .prefetch_related("status_history")
+        .filter(public_id=public_id)
+        .first()
+    )
+    if tx is None or tx.user_id != user.pk:
+        # Someone else's checkout is indistinguishable from a missing one.
+        raise ApiError("not_found", "No such checkout.", status_code=404)
+    return tx
+
+
+class CheckoutCreateView(APIView):
+    permission_classes = [IsAuthenticated]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "checkout"
+
+    @extend_schema(
+        operation_id="checkout_create",
+        request=CheckoutRequestSerializer,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                required=False,
+                description="1-255 characters; same key and body replay the first answer.",
+            ),
+        ],
+        responses={
+            201: CheckoutSerializer,
+            400: OpenApiResponse(description="Invalid request"),
+            404: OpenApiResponse(description="Unknown plan"),
+            409: OpenApiResponse(description="idempotency_in_progress / idempotency_mismatch"),
+            503: OpenApiResponse(description="No network or signer available"),
+        },
+        tags=["checkout"],
+    )
+    def post(self, request):
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not 1 <= len(key) <= 255:
+            raise ApiError(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1-255 characters.",
+                fields={"Idempotency-Key": ["1-255 characters."]},
+            )
+        body = request.data if isinstance(request.data, dict) else {}
+        claim = None
+        if key:
+            claim = idempotency_claim(
+                user=request.user,
+                key=key,
+                fingerprint=request_fingerprint(method="POST", path=request.path, body=body),
+            )
+            if claim.outcome == "replay":
+                log.info(
+                    "checkout.idempotent_replay", user_id=request.user.pk, transaction_id=claim.record.transaction_id
+                )
+                response = Response(claim.record.response_body, status=claim.record.response_status)
+                response["Idempotent-Replayed"] = "true"
+                return response
+            if claim.outcome == "in_progress":
+                raise ApiError(
+                    "idempotency_in_progress",
+                    "A request with this Idempotency-Key is still being processed.",
+                    status_code=409,
+                )
+            if claim.outcome == "mismatch":
+                raise ApiError(
+                    "idempotency_mismatch",
+                    "This Idempotency-Key was used with a different request body.",
+                    status_code=409,
+                )
+        try:
+            status_code, payload, tx_id = self._checkout(request, body)
+        except Exception:
+            if claim:
+                idempotency_release(record=claim.record)
+            raise
+        if claim:
+            if status_code >= 500:
+                idempotency_release(record=claim.record)
+            else:
+                idempotency_complete(record=claim.record, status=status_code, body=payload, transaction_id=tx_id)
+        return Response(payload, status=status_code)
+
+    def _checkout(self, request, body) -> tuple[int, dict, int | None]:
+        serializer = CheckoutRequestSerializer(data=body)
+        if not serializer.is_valid():
+            fields = {k: [str(e) for e in v] for k, v in serializer.errors.items()}
+            return 400, error_body("validation_error", "The request is not valid.", fields), None
+        data = serializer.validated_data
+        try:
+            tx = checkout_create(
+                user=request.user,
+                plan_slug=data["plan"],
+                payer_address=data["wallet"],
+                network_slug=data.get("network"),
+                token_symbol=data.get("token"),
+                periods=data.get("periods", 1),
+            )
+        except CheckoutError as exc:
+            fields = {exc.field: [exc.message]} if exc.field else {}
+            return exc.status, error_body(exc.code, exc.message, fields), None
+        return 201, CheckoutSerializer(_load(request.user, tx.public_id)).data, tx.pk
+
+
+class CheckoutDetailView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(operation_id="checkout_retrieve", responses={200: CheckoutSerializer}, tags=["checkout"])
+    def get(self, request, public_id):
+        return Response(CheckoutSerializer(_load(request.user, public_id)).data)
+
+
+class CheckoutTxView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        operation_id="checkout_report_tx",
+        request=TxReportSerializer,
+        responses={200: CheckoutSerializer},
+        tags=["checkout"],
+    )
+    def post(self, request, public_id):
+        tx = _load(request.user, public_id)
+        serializer = TxReportSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            transaction_submit(tx=tx, tx_hash=serializer.validated_data["tx_hash"], actor=f"user:{request.user.pk}")
+        except SubmitError as exc:
+            raise ApiError(
+                exc.code, exc.message, status_code=exc.status, fields={exc.field: [exc.message]} if exc.field else None
+            ) from exc
+        return Response(CheckoutSerializer(_load(request.user, public_id)).data, status=status.HTTP_200_OK)

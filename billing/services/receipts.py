@@ -1,0 +1,127 @@
+"""The client reports the hash it sent; from then on its receipt is tracked, so a reverted payment
+becomes `failed` with its revert reason even though it emits no event, and a successful one confirms
+as soon as it is deep enough (without waiting for the webhook or the follower)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import structlog
+from django.db import transaction
+from django.utils import timezone
+
+from billing.models import PaymentTransaction, TxStatus
+from billing.services.chain_sync import observed_from_raw
+from billing.services.ledger import transaction_set_status
+from billing.services.payments import GasFacts, payment_mark_failed, payment_observe_paid
+from billing.validators import validate_tx_hash
+
+log = structlog.get_logger(__name__)
+# A payment mined right at its deadline may be seen a little later: wait this long before expiring.
+EXPIRY_MARGIN = timedelta(minutes=2)
+
+
+class SubmitError(Exception):
+    def __init__(self, code: str, message: str, status: int = 400, field: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.field = field
+
+
+@transaction.atomic
+def transaction_submit(*, tx: PaymentTransaction, tx_hash: str, actor: str) -> PaymentTransaction:
+    from django.core.exceptions import ValidationError
+
+    try:
+        validate_tx_hash(tx_hash)
+    except ValidationError as exc:
+        raise SubmitError("invalid_tx_hash", exc.messages[0], field="tx_hash") from exc
+    tx_hash = tx_hash.lower()
+    locked = PaymentTransaction.objects.select_for_update().get(pk=tx.pk)
+    if locked.tx_hash == tx_hash and locked.status != TxStatus.FAILED:
+        return locked  # a repeat of the same report
+    if locked.status in (TxStatus.PENDING, TxStatus.SUBMITTED, TxStatus.FAILED):
+        if locked.expires_at and locked.status == TxStatus.FAILED and locked.expires_at < timezone.now():
+            raise SubmitError("checkout_expired", "The checkout's deadline has passed.", status=409)
+        transaction_set_status(
+            tx=locked,
+            status=TxStatus.SUBMITTED,
+            actor=actor,
+            reason="client reported the transaction hash",
+            fields={"tx_hash": tx_hash, "failure_reason": ""},
+            details={"tx_hash": tx_hash},
+        )
+        pk = locked.pk
+
+        def kick() -> None:
+            from billing.tasks import transaction_track_receipt
+
+            transaction_track_receipt.apply_async((pk,), countdown=2)
+
+        transaction.on_commit(kick)
+        return locked
+    raise SubmitError(
+        "invalid_state", f"The transaction is {locked.status}; a hash can no longer be reported.", status=409
+    )
+
+
+def transaction_check_receipt(*, transaction_id: int, client=None) -> str:
+    """Returns waiting | confirmed | failed | duplicate | skipped."""
+    from billing.chain.rpc import ChainClient, RpcError
+    from billing.services.webhooks import revert_reason
+
+    tx = PaymentTransaction.objects.select_related("contract__network").filter(pk=transaction_id).first()
+    if tx is None or not tx.tx_hash or tx.status not in (TxStatus.SUBMITTED, TxStatus.FAILED):
+        return "skipped"
+    contract = tx.contract
+    client = client or ChainClient.for_network(contract.network, contract=contract)
+    try:
+        receipt = client.get_transaction_receipt(tx.tx_hash)
+        head = client.block_number()
+    except RpcError as exc:
+        log.info("receipt.chain_unavailable", transaction_id=tx.pk, tx_hash=tx.tx_hash, error=str(exc)[:200])
+        return "waiting"
+    now = timezone.now()
+    if receipt is None:
+        if tx.status == TxStatus.SUBMITTED and tx.expires_at and tx.expires_at + EXPIRY_MARGIN < now:
+            payment_mark_failed(tx=tx, reason="not mined before the checkout's deadline", source="chain:receipt")
+            return "failed"
+        return "waiting"
+    if int(receipt.get("status", "0x1"), 16) == 0:
+        if tx.status == TxStatus.FAILED:
+            return "duplicate"
+        reason = revert_reason(client, contract, tx.tx_hash) or "reverted"
+        payment_mark_failed(tx=tx, reason=reason, source="chain:receipt", tx_hash=tx.tx_hash)
+        return "failed"
+    if head - int(receipt["blockNumber"], 16) < contract.network.confirmation_depth:
+        return "waiting"
+    for raw in receipt.get("logs", []):
+        if (raw.get("address") or "").lower() != contract.address.lower():
+            continue
+        observed = observed_from_raw(contract.network.chain_id, contract.abi, raw)
+        if observed and observed.name == "Paid" and str(observed.args["orderId"]).lower() == tx.order_id:
+            effect = payment_observe_paid(
+                contract=contract, observed=observed, gas=GasFacts.from_receipt(receipt), source="chain:receipt"
+            )
+            return effect.kind
+    payment_mark_failed(
+        tx=tx, reason="the transaction succeeded but paid no order of this checkout", source="chain:receipt"
+    )
+    return "failed"
+
+
+def checkouts_expire(*, now=None) -> int:
+    """Pending checkouts (and failed ones, whose wallet retries have run out) past their deadline."""
+    now = now or timezone.now()
+    count = 0
+    for tx in PaymentTransaction.objects.filter(
+        status__in=[TxStatus.PENDING, TxStatus.FAILED], expires_at__lt=now - EXPIRY_MARGIN
+    ).only("pk", "status")[:1000]:
+        try:
+            transaction_set_status(tx=tx, status=TxStatus.EXPIRED, actor="system:expiry", reason="deadline passed")
+            count += 1
+        except Exception as exc:  # a concurrent confirmation won the row: nothing to expire
+            log.info("checkout.expire_skipped", transaction_id=tx.pk, error=str(exc)[:200])
+    return count

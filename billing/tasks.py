@@ -1,0 +1,113 @@
+"""Thin Celery tasks: take ids, call a service. Messages are only triggers: each sweep below finds in
+the database whatever a lost message or a killed worker left, so every task is safe to run twice."""
+
+from __future__ import annotations
+
+import structlog
+from celery import shared_task
+from django.db.models import Q
+from django.utils import timezone
+
+log = structlog.get_logger(__name__)
+
+RETRY = {"autoretry_for": (Exception,), "retry_backoff": True, "retry_backoff_max": 300, "max_retries": 8}
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def contract_sync_dispatch() -> int:
+    """Beat: one sync task per enabled contract (contracts added later are picked up here)."""
+    from billing.models import PaymentContract
+
+    ids = list(PaymentContract.objects.filter(enabled=True).exclude(address="").values_list("pk", flat=True))
+    for pk in ids:
+        contract_sync_task.delay(pk)
+    return len(ids)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True, soft_time_limit=240, time_limit=300)
+def contract_sync_task(contract_id: int) -> None:
+    from billing.services.chain_sync import contract_sync, contract_sync_record_error
+
+    try:
+        contract_sync(contract_id=contract_id)
+    except Exception as exc:  # recorded on the cursor; the next beat tick retries
+        log.warning("chain.sync_failed", contract_id=contract_id, error=f"{type(exc).__name__}: {exc}")
+        contract_sync_record_error(contract_id=contract_id, error=f"{type(exc).__name__}: {exc}")
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def inbound_event_process_task(event_id: int) -> str:
+    from billing.services.webhooks import inbound_event_process
+
+    try:
+        return inbound_event_process(event_id=event_id)
+    except Exception as exc:  # the stored event stays `received`; the sweep retries it
+        log.warning("webhook.process_failed", event_id=event_id, error=f"{type(exc).__name__}: {exc}")
+        return "retry"
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def inbound_events_sweep() -> int:
+    from billing.services.webhooks import inbound_events_due_ids
+
+    ids = inbound_events_due_ids()
+    for pk in ids:
+        inbound_event_process_task.delay(pk)
+    return len(ids)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def outbox_deliver(delivery_id: int) -> None:
+    from billing.services.outbox import outbox_delivery_attempt
+
+    outbox_delivery_attempt(delivery_id=delivery_id)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def outbox_sweep() -> int:
+    from billing.services.outbox import outbox_due_ids
+
+    ids = outbox_due_ids()
+    for pk in ids:
+        outbox_deliver.delay(pk)
+    return len(ids)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def transaction_track_receipt(transaction_id: int) -> str:
+    from billing.services.receipts import transaction_check_receipt
+
+    return transaction_check_receipt(transaction_id=transaction_id)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def receipts_sweep() -> int:
+    """Submitted transactions whose receipt is not known yet, and failed ones that may still land."""
+    from billing.models import PaymentTransaction, TxStatus
+
+    ids = list(
+        PaymentTransaction.objects.filter(
+            Q(status=TxStatus.SUBMITTED) | Q(status=TxStatus.FAILED, expires_at__gt=timezone.now()),
+            tx_hash__isnull=False,
+        ).values_list("pk", flat=True)[:500]
+    )
+    for pk in ids:
+        transaction_track_receipt.delay(pk)
+    return len(ids)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def checkouts_expire() -> int:
+    from billing.services.receipts import checkouts_expire as expire
+
+    return expire()
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def subscriptions_advance() -> int:
+    from billing.services.subscriptions import subscription_advance, subscriptions_due_ids
+
+    ids = subscriptions_due_ids()
+    for pk in ids:
+        subscription_advance(subscription_id=pk)
+    return len(ids)
