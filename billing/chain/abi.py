@@ -1,0 +1,238 @@
+"""ABI helpers: encode and decode calls of a contract from its ABI, and decode its logs (Paid, Refunded,
+Withdrawn, ... and the ERC-20 Transfer) into plain values: ints for amounts, checksummed addresses,
+0x-hex for bytes.
+
+Kept free of network access: the ABI comes from a PaymentContract row or a build artifact."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from typing import Any
+
+from eth_abi import decode as abi_decode
+from eth_utils import is_address, keccak, to_checksum_address
+from hexbytes import HexBytes
+from web3 import Web3
+
+# The parts of ERC-20 the backend uses (approve step, balances, Transfer logs).
+ERC20_ABI: list[dict] = [
+    {
+        "type": "function",
+        "name": "approve",
+        "stateMutability": "nonpayable",
+        "inputs": [{"name": "spender", "type": "address"}, {"name": "amount", "type": "uint256"}],
+        "outputs": [{"name": "", "type": "bool"}],
+    },
+    {
+        "type": "function",
+        "name": "transfer",
+        "stateMutability": "nonpayable",
+        "inputs": [{"name": "to", "type": "address"}, {"name": "amount", "type": "uint256"}],
+        "outputs": [{"name": "", "type": "bool"}],
+    },
+    {
+        "type": "function",
+        "name": "allowance",
+        "stateMutability": "view",
+        "inputs": [{"name": "owner", "type": "address"}, {"name": "spender", "type": "address"}],
+        "outputs": [{"name": "", "type": "uint256"}],
+    },
+    {
+        "type": "function",
+        "name": "balanceOf",
+        "stateMutability": "view",
+        "inputs": [{"name": "account", "type": "address"}],
+        "outputs": [{"name": "", "type": "uint256"}],
+    },
+    {
+        "type": "function",
+        "name": "decimals",
+        "stateMutability": "view",
+        "inputs": [],
+        "outputs": [{"name": "", "type": "uint8"}],
+    },
+    {
+        "type": "event",
+        "name": "Transfer",
+        "anonymous": False,
+        "inputs": [
+            {"name": "from", "type": "address", "indexed": True},
+            {"name": "to", "type": "address", "indexed": True},
+            {"name": "value", "type": "uint256", "indexed": False},
+        ],
+    },
+]
+
+_W3 = Web3()
+
+
+def canonical_type(param: Mapping) -> str:
+    """Solidity type as it appears in a signature; tuples expand to their components."""
+    kind = param["type"]
+    if kind.startswith("tuple"):
+        inner = ",".join(canonical_type(c) for c in param.get("components", []))
+        return f"({inner}){kind[len('tuple') :]}"
+    return kind
+
+
+def signature(item: Mapping) -> str:
+    return f"{item['name']}({','.join(canonical_type(p) for p in item.get('inputs', []))})"
+
+
+def selector(item: Mapping) -> str:
+    """4-byte selector of a function or custom error, 0x hex."""
+    return "0x" + keccak(text=signature(item))[:4].hex()
+
+
+def event_topic(item: Mapping) -> str:
+    return "0x" + keccak(text=signature(item)).hex()
+
+
+def _hex(value: Any) -> str:
+    if isinstance(value, str):
+        return value.lower() if value.startswith("0x") else "0x" + value.lower()
+    return "0x" + bytes(value).hex()
+
+
+def _bytes(value: Any) -> bytes:
+    if isinstance(value, str):
+        return bytes.fromhex(value[2:] if value.startswith("0x") else value)
+    return bytes(value)
+
+
+def normalize(value: Any, param: Mapping | None = None) -> Any:
+    """Plain Python view of one decoded ABI value: tuples with components become dicts."""
+    kind = (param or {}).get("type", "")
+    if kind.startswith("tuple") and not kind.endswith("]"):
+        components = param.get("components", [])
+        if isinstance(value, Mapping):
+            return {c["name"]: normalize(value[c["name"]], c) for c in components}
+        return {c["name"]: normalize(v, c) for c, v in zip(components, value, strict=True)}
+    if kind.endswith("]") and isinstance(value, list | tuple):
+        inner = dict(param, type=kind[: kind.rindex("[")])
+        return [normalize(v, inner) for v in value]
+    if isinstance(value, bytes | bytearray | HexBytes):
+        return _hex(value)
+    if kind == "address" or (not kind and isinstance(value, str) and is_address(value)):
+        return to_checksum_address(value)
+    if isinstance(value, Mapping):
+        return {k: normalize(v) for k, v in value.items()}
+    return value
+
+
+def jsonable(value: Any) -> Any:
+    """Like `normalize`, then ints (not bools) as strings: token amounts exceed 2^53."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------------------------- calls
+
+
+def function_abi(abi: Iterable[Mapping], name: str) -> dict:
+    matches = [item for item in abi if item.get("type") == "function" and item.get("name") == name]
+    if not matches:
+        raise ValueError(f"'{name}' is not a function in the ABI.")
+    if len(matches) > 1:
+        raise ValueError(f"'{name}' is overloaded in the ABI; give the full signature.")
+    return dict(matches[0])
+
+
+def encode_call(abi: list, function: str, args: list | tuple) -> str:
+    """Calldata (0x hex) of `function(*args)`; structs are passed as tuples in component order."""
+    function_abi(abi, function)
+    return _W3.eth.contract(abi=abi).encode_abi(function, args=list(args))
+
+
+def decode_call(abi: list, data: str | bytes) -> tuple[str, dict]:
+    """(function name, {arg name: plain value}) of calldata."""
+    contract = _W3.eth.contract(abi=abi)
+    fn, params = contract.decode_function_input(_hex(data))
+    item = fn.abi
+    by_name = {p["name"]: p for p in item.get("inputs", [])}
+    return item["name"], {name: normalize(value, by_name.get(name)) for name, value in params.items()}
+
+
+def error_selectors(abi: Iterable[Mapping]) -> dict[str, str]:
+    """{selector hex: error name} for the custom errors in an ABI."""
+    return {selector(item): item["name"] for item in abi if item.get("type") == "error"}
+
+
+def decode_error(abi: Iterable[Mapping], revert_data: str | bytes | None) -> str | None:
+    """Name of the custom error a revert carried, if the ABI declares it."""
+    if not revert_data:
+        return None
+    data = _hex(revert_data)
+    return error_selectors(abi).get(data[:10])
+
+
+# --------------------------------------------------------------------------------------------- logs
+
+
+@lru_cache(maxsize=64)
+def _event_index(events_json: str) -> dict[str, list[dict]]:
+    """topic0 -> event items (a list: ERC-20 and ERC-721 Transfer share a topic, told apart by indexing)."""
+    index: dict[str, list[dict]] = {}
+    for item in json.loads(events_json):
+        index.setdefault(event_topic(item), []).append(item)
+    return index
+
+
+def _events_json(abi: Iterable[Mapping], include_erc20: bool) -> str:
+    items = [dict(item) for item in abi if item.get("type") == "event"]
+    if include_erc20:
+        items += [item for item in ERC20_ABI if item["type"] == "event"]
+    return json.dumps(items, sort_keys=True)
+
+
+def event_topics(abi: Iterable[Mapping], names: Iterable[str] | None = None) -> dict[str, str]:
+    """{event name: topic0} for the ABI's events (optionally only `names`), for eth_getLogs filters."""
+    wanted = set(names) if names is not None else None
+    return {
+        item["name"]: event_topic(item)
+        for item in abi
+        if item.get("type") == "event" and (wanted is None or item["name"] in wanted)
+    }
+
+
+def decode_log(abi: Iterable[Mapping], log: Mapping, *, include_erc20: bool = True) -> tuple[str, dict] | None:
+    """(event name, args) of one log (raw JSON-RPC dict or web3 AttributeDict), or None if no event matches.
+
+    Amounts stay ints, addresses come back checksummed and bytes32 as 0x hex. With include_erc20, the
+    ERC-20 Transfer event is recognised even when the contract's ABI lacks it (token logs)."""
+    topics = [_hex(t) for t in log.get("topics", [])]
+    if not topics:
+        return None
+    for item in _event_index(_events_json(abi, include_erc20)).get(topics[0], []):
+        inputs = item.get("inputs", [])
+        indexed = [p for p in inputs if p.get("indexed")]
+        if len(indexed) == len(topics) - 1:
+            return item["name"], _decode_event_args(inputs, indexed, topics[1:], log.get("data") or "0x")
+    return None
+
+
+def _decode_event_args(inputs: list, indexed: list, topics: list[str], data: Any) -> dict[str, Any]:
+    args: dict[str, Any] = {}
+    for param, topic in zip(indexed, topics, strict=True):
+        kind = canonical_type(param)
+        if kind in ("string", "bytes") or kind.endswith("]") or kind.startswith("("):
+            args[param["name"]] = _hex(topic)  # only the hash of a dynamic value is in the topic
+        else:
+            (value,) = abi_decode([kind], _bytes(topic))
+            args[param["name"]] = normalize(value, param)
+    plain = [p for p in inputs if not p.get("indexed")]
+    if plain:
+        values = abi_decode([canonical_type(p) for p in plain], _bytes(data))
+        for param, value in zip(plain, values, strict=True):
+            args[param["name"]] = normalize(value, param)
+    # Keep the ABI's argument order.
+    return {p["name"]: args[p["name"]] for p in inputs}
