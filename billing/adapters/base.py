@@ -37,6 +37,7 @@ class WalletStep:
     chain_id: int
     function: str
     args: dict = field(default_factory=dict)
+    eip681: str = ""  # EIP-681 link for this step (a pay step's link cannot carry the calldata: see evm.py)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class CheckoutPayload:
     signature: str
     signer: str
     expires_at: datetime
+    typed_data: dict = field(default_factory=dict)  # full EIP-712 document of the quote (eth_signTypedData_v4 shape)
 
 
 @dataclass(frozen=True)
