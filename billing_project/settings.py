@@ -181,6 +181,10 @@ BILLING_WEBHOOK_SECRET_GRACE = timedelta(hours=env.int("BILLING_WEBHOOK_SECRET_G
 BILLING_LOCAL_CHAIN_RPC = env.str("BILLING_LOCAL_CHAIN_RPC", default="http://127.0.0.1:8545")
 METRICS_BEARER_TOKEN = env.str("METRICS_BEARER_TOKEN", default="")
 PROMETHEUS_EXPORT_MIGRATIONS = False
+# Sign-In with Ethereum (wallet linking): what a message must name to be accepted.
+SIWE_DOMAIN = env.str("SIWE_DOMAIN", default="127.0.0.1:8000")
+SIWE_URI = env.str("SIWE_URI", default="http://127.0.0.1:8000")
+SIWE_ALLOWED_CHAIN_IDS = [int(c) for c in env.list("SIWE_ALLOWED_CHAIN_IDS", default=["31337"])]
 
 # --- Audit ---------------------------------------------------------------------------------------
 AUDITLOG_INCLUDE_ALL_MODELS = False
