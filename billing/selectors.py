@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from django.db.models import Prefetch, QuerySet
 
 from billing.models import (
@@ -35,25 +33,40 @@ def plan_list_active() -> QuerySet[Plan]:
     return plan_queryset().filter(is_active=True)
 
 
-@dataclass(frozen=True)
-class PaymentOption:
-    network: Network
-    tokens: tuple[Token, ...]
+def plan_payment_options_grouped(plan: Plan) -> list[dict]:
+    """Where a plan can be paid, grouped by network: exactly the options checkout accepts
+    (billing.services.checkout.plan_payment_options: the plan's own token first, then the same asset on
+    the provider's other networks that have an enabled contract), with the amount per option."""
+    from billing.services.checkout import plan_payment_options
 
-
-def plan_payment_options(plan: Plan) -> list[PaymentOption]:
-    """Networks and tokens a plan can be paid in: the provider's enabled networks and supported tokens,
-    plus the plan's own price token (always payable on its network)."""
-    networks = [n for n in plan.provider.networks.all() if n.enabled]
-    tokens = [t for t in plan.provider.supported_tokens.all() if t.enabled]
-    if plan.price_token.enabled and all(t.pk != plan.price_token_id for t in tokens):
-        tokens.append(plan.price_token)
-    options = []
-    for network in networks:
-        on_network = sorted((t for t in tokens if t.network_id == network.pk), key=lambda t: t.symbol)
-        if on_network:
-            options.append(PaymentOption(network=network, tokens=tuple(on_network)))
-    return options
+    grouped: dict[int, dict] = {}
+    for option in plan_payment_options(plan):
+        network = option.network
+        if not network.enabled or not option.token.enabled:
+            continue
+        entry = grouped.setdefault(
+            network.pk,
+            {
+                "network": network.slug,
+                "network_name": network.name,
+                "chain_id": network.chain_id,
+                "is_testnet": network.is_testnet,
+                "contract_slug": option.contract.slug,
+                "tokens": [],
+            },
+        )
+        display = option.token.display(option.amount)
+        entry["tokens"].append(
+            {
+                "symbol": option.token.symbol,
+                "key": f"{option.token.symbol}@{network.slug}",
+                "address": option.token.address or None,
+                "decimals": option.token.decimals,
+                "amount": str(option.amount),
+                "amount_display": format(display, "f"),
+            }
+        )
+    return list(grouped.values())
 
 
 def provider_queryset() -> QuerySet[PaymentProvider]:

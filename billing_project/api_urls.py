@@ -1,3 +1,9 @@
 """/v1/auth/... : API token issue."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from billing_project.auth_views import ObtainTokenView
+
+urlpatterns = [
+    path("token", ObtainTokenView.as_view(), name="auth-token"),
+]

@@ -156,6 +156,15 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
 }
+    # Several models have a `status`; name each choice set once so the schema has no ambiguous enums.
+    "ENUM_NAME_OVERRIDES": {
+        "TxStatusEnum": "billing.models.transaction.TxStatus",
+        "SubscriptionStatusEnum": "billing.models.subscription.SubscriptionStatus",
+        "OutboxDeliveryStatusEnum": "billing.models.outbox.OutboxDelivery.Status",
+        "InboundEventStatusEnum": "billing.models.inbound.InboundEvent.Status",
+        "NotificationStatusEnum": "notifications.models.Notification.Status",
+        "IdempotencyStateEnum": "billing.models.idempotency.IdempotencyKey.State",
+    },
 
 # --- Caches (throttles) --------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")

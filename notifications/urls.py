@@ -1,3 +1,9 @@
 """/v1/notifications"""
 
-urlpatterns: list = []
+from django.urls import path
+
+from notifications import views
+
+urlpatterns = [
+    path("", views.NotificationListView.as_view(), name="notifications"),
+]

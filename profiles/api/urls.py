@@ -1,3 +1,11 @@
 """/v1/profile/... : wallets linked by SIWE."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from profiles.api import views
+
+urlpatterns = [
+    path("wallets", views.WalletListView.as_view(), name="profile-wallets"),
+    path("wallets/siwe/nonce", views.SiweNonceView.as_view(), name="profile-siwe-nonce"),
+    path("wallets/siwe/verify", views.SiweVerifyView.as_view(), name="profile-siwe-verify"),
+]

@@ -1,0 +1,51 @@
+"""django-filter FilterSets for the billing lists."""
+
+from __future__ import annotations
+
+import django_filters
+from django import forms
+
+from billing.fields import UINT256_MAX
+from billing.models import OutboxDelivery, PaymentTransaction, TxStatus
+
+
+class AmountFilter(django_filters.NumberFilter):
+    """Amounts are uint256 in the smallest unit: compare as integers, never floats."""
+
+    field_class = forms.IntegerField
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("min_value", 0)
+        kwargs.setdefault("max_value", UINT256_MAX)
+        super().__init__(*args, **kwargs)
+
+
+class TransactionFilter(django_filters.FilterSet):
+    status = django_filters.MultipleChoiceFilter(choices=TxStatus.choices)
+    provider = django_filters.CharFilter(field_name="provider__slug", help_text="provider (gateway) slug")
+    contract = django_filters.CharFilter(field_name="contract__slug", help_text="contract slug")
+    network = django_filters.CharFilter(field_name="network__slug", help_text="network slug")
+    token = django_filters.CharFilter(field_name="token__symbol", help_text="token symbol")
+    plan = django_filters.CharFilter(field_name="plan__slug")
+    user = django_filters.NumberFilter(field_name="user_id")
+    tx_hash = django_filters.CharFilter(field_name="tx_hash", lookup_expr="iexact")
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    amount_min = AmountFilter(field_name="amount", lookup_expr="gte", help_text="smallest unit, inclusive")
+    amount_max = AmountFilter(field_name="amount", lookup_expr="lte", help_text="smallest unit, inclusive")
+
+    class Meta:
+        model = PaymentTransaction
+        fields: list[str] = []
+
+
+class OutboxDeliveryFilter(django_filters.FilterSet):
+    status = django_filters.MultipleChoiceFilter(
+        choices=OutboxDelivery.Status.choices, help_text="dead = dead letters (retries exhausted)"
+    )
+    subscriber = django_filters.CharFilter()
+    topic = django_filters.CharFilter(field_name="event__topic")
+
+    class Meta:
+        model = OutboxDelivery
+        fields: list[str] = []

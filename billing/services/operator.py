@@ -1,0 +1,183 @@
+"""Operator actions on the ledger (refund, reprocess, outbox replay), each audited with the acting user.
+
+django-auditlog's middleware only knows the session user; API calls authenticate by token inside DRF,
+after the middleware ran, so every action here runs inside `acting_user(user)`, which sets the actor
+explicitly for the LogEntry rows the write produces.
+
+Pieces written by other work streams are looked up when called, not imported at module load:
+- billing.chain.sender (operator transaction sender, with the operator key) for the on-chain refund;
+- billing.services.webhooks.inbound_event_process for reprocessing stored webhook deliveries.
+While one is missing the action says so (OperatorActionUnavailable) instead of pretending.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import structlog
+from auditlog.context import auditlog_value, set_actor
+from auditlog.models import LogEntry
+from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
+
+from billing.models import InboundEvent, OutboxDelivery, PaymentTransaction, TxStatus, can_transition
+from billing_project.logging import mask_url
+
+log = structlog.get_logger(__name__)
+
+
+class OperatorActionError(Exception):
+    """The action is not allowed for this object (maps to 409)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class OperatorActionUnavailable(OperatorActionError):
+    """A collaborator the action needs is not deployed (yet)."""
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    result: str
+    detail: str
+    transaction: PaymentTransaction | None = None
+
+
+@contextlib.contextmanager
+def acting_user(user) -> Iterator[None]:
+    """Attribute the audit entries written inside to `user`, then restore the middleware's context
+    (set_actor replaces the context value; leaving ours behind would orphan the middleware's receiver)."""
+    try:
+        previous = auditlog_value.get()
+    except LookupError:
+        previous = None
+    try:
+        with set_actor(user):
+            yield
+    finally:
+        if previous is not None:
+            auditlog_value.set(previous)
+
+
+def _optional(module: str, name: str) -> Callable | None:
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return None
+    return getattr(mod, name, None)
+
+
+def _audit_note(*, instance, actor, note: str, details: dict) -> None:
+    """An audit entry for an action that changes no field (yet): who asked for what, and why."""
+    LogEntry.objects.log_create(
+        instance,
+        action=LogEntry.Action.UPDATE,
+        changes={"operator_action": [None, note]},
+        actor=actor,
+        additional_data=details,
+        force_log=True,
+    )
+
+
+def _actor_label(user) -> str:
+    return f"user:{user.pk}"
+
+
+def _refund_calldata(tx: PaymentTransaction) -> str:
+    """Calldata of the contract's burn method for this order (the reference contract: refund(bytes32))."""
+    from web3 import Web3
+
+    fn = tx.contract.abi_function(tx.contract.burn_method) or {}
+    inputs = [i.get("type") for i in fn.get("inputs", [])]
+    if inputs != ["bytes32"] or not tx.order_id:
+        raise OperatorActionError(
+            "refund_unsupported",
+            f"Only orders refunded by {tx.contract.burn_method}(bytes32 orderId) can be refunded here; "
+            "this one needs a manual transfer.",
+        )
+    contract = Web3().eth.contract(abi=tx.contract.abi)
+    return contract.encode_abi(tx.contract.burn_method, args=[bytes.fromhex(tx.order_id.removeprefix("0x"))])
+
+
+def transaction_refund(*, tx: PaymentTransaction, actor, reason: str) -> ActionResult:
+    """Refund a confirmed (or under review) payment on chain through the contract's burn method.
+
+    The refund transaction is signed by the operator sender (billing.chain.sender); the ledger moves to
+    `refunded` when the chain shows the refund event (the chain is the truth), so here only
+    `refund_tx_hash` is recorded. Without the sender module, or without an operator key, the request is
+    validated and recorded as an audit entry (actor and reason), and the answer says nothing was sent.
+    """
+    with acting_user(actor), transaction.atomic():
+        locked = PaymentTransaction.objects.select_for_update().select_related("contract__network").get(pk=tx.pk)
+        if not can_transition(locked.status, TxStatus.REFUNDED):
+            raise OperatorActionError("refund_not_allowed", f"A {locked.status} transaction cannot be refunded.")
+        if locked.refund_tx_hash:
+            raise OperatorActionError("refund_in_flight", "A refund transaction was already sent for this payment.")
+        calldata = _refund_calldata(locked)
+        details = {"reason": reason, "actor": _actor_label(actor), "status": locked.status}
+        try:
+            sender = importlib.import_module("billing.chain.sender")
+            from billing.chain.rpc import ChainClient
+
+            sender.operator_account()
+        except (ImportError, ImproperlyConfigured) as exc:
+            _audit_note(instance=locked, actor=actor, note="refund_requested", details=details)
+            log.info("operator.refund_requested", transaction_id=locked.pk, tx_hash=locked.tx_hash, user_id=actor.pk)
+            why = "no operator key is configured" if isinstance(exc, ImproperlyConfigured) else "no operator sender"
+            return ActionResult("refund_requested", f"Recorded, not sent: {why}.", locked)
+        client = ChainClient.for_network(locked.contract.network, contract=locked.contract)
+        try:
+            sent = sender.send_transaction(client=client, to=locked.contract.address, data=calldata)
+        except Exception as exc:  # the chain refused (cap, nonce, RPC): nothing was sent, say why
+            raise OperatorActionError("refund_failed", f"The refund was not sent: {mask_url(str(exc))[:300]}")
+        locked.refund_tx_hash = sent.tx_hash
+        locked.save(update_fields=["refund_tx_hash", "updated_at"])
+        _audit_note(
+            instance=locked, actor=actor, note="refund_sent", details={**details, "refund_tx_hash": sent.tx_hash}
+        )
+    log.info("operator.refund_sent", transaction_id=locked.pk, tx_hash=sent.tx_hash, user_id=actor.pk)
+    return ActionResult("refund_sent", "The refund transaction was sent; the ledger follows the chain.", locked)
+
+
+def transaction_reprocess(*, tx: PaymentTransaction, actor, reason: str) -> ActionResult:
+    """Re-run processing of the stored webhook deliveries of this transaction that did not apply."""
+    process = _optional("billing.services.webhooks", "inbound_event_process")
+    if process is None:
+        # TODO(issue 4): billing.services.webhooks.inbound_event_process is the lead's; until it exists
+        # there is nothing to re-run the stored deliveries with.
+        raise OperatorActionUnavailable(
+            "not_available", "Reprocessing is not available yet: the webhook processing service is not deployed."
+        )
+    events = list(
+        InboundEvent.objects.filter(transaction=tx).exclude(status=InboundEvent.Status.PROCESSED).order_by("pk")
+    )
+    if not events:
+        raise OperatorActionError("nothing_to_reprocess", "This transaction has no unprocessed inbound events.")
+    with acting_user(actor):
+        for event in events:
+            process(inbound_event_id=event.pk)
+        tx.refresh_from_db()
+        _audit_note(
+            instance=tx,
+            actor=actor,
+            note="reprocessed",
+            details={"reason": reason, "actor": _actor_label(actor), "inbound_events": [e.pk for e in events]},
+        )
+    return ActionResult("reprocessed", f"{len(events)} inbound event(s) re-run.", tx)
+
+
+def outbox_replay(*, delivery: OutboxDelivery, actor) -> OutboxDelivery:
+    """Replay a dead or failing delivery through the outbox service (billing.services.outbox)."""
+    from billing.services.outbox import outbox_delivery_replay
+
+    with acting_user(actor):
+        try:
+            return outbox_delivery_replay(delivery=delivery, actor=_actor_label(actor))
+        except ValueError as exc:
+            raise OperatorActionError("replay_not_allowed", str(exc))
