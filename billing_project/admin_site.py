@@ -1,7 +1,125 @@
+"""The console's AdminSite and the admin building blocks shared by the project apps.
+
+Kept here (not in an app) because `profiles` must not import `billing`, yet both need the same rules:
+ledger-style rows are read-only, and secret-bearing values are write-only.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from urllib.parse import urlsplit
+
+from django import forms
 from django.contrib import admin
+from django.contrib.admin.utils import flatten_fieldsets
 
 
 class ConsoleAdminSite(admin.AdminSite):
     site_header = "Billing console"
     site_title = "Billing console"
     index_title = "Operations"
+
+
+def mask_secret_url(url: str | None) -> str:
+    """scheme://host[:port]/**** — drops userinfo, path, query and fragment, where providers put keys.
+
+    Stricter than `billing_project.logging.mask_url` (a regex for free text), which keeps
+    `user:key@` and a `?key=` query without a path.
+    """
+    if not url:
+        return ""
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "****"
+    if not parts.scheme or not host:
+        return "****"
+    hidden = parts.username or parts.password or parts.path.strip("/") or parts.query or parts.fragment
+    return f"{parts.scheme}://{host}{port}" + ("/****" if hidden else "")
+
+
+def format_amount(value: Decimal | None, symbol: str = "") -> str:
+    """Exact decimal without trailing zeros: Decimal('10.000000') -> '10'. Never goes through float."""
+    if value is None:
+        return "-"
+    text = f"{value:f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return f"{text} {symbol}".strip()
+
+
+class WriteOnlyInput(forms.TextInput):
+    """A text input that never renders a value back, not even after a failed POST."""
+
+    def get_context(self, name, value, attrs):
+        return super().get_context(name, None, attrs)
+
+
+def write_only_field(label: str, *, max_length: int = 500, password: bool = False, **kwargs) -> forms.CharField:
+    widget = forms.PasswordInput(render_value=False) if password else WriteOnlyInput(attrs={"autocomplete": "off"})
+    return forms.CharField(label=label, required=False, max_length=max_length, widget=widget, **kwargs)
+
+
+class WriteOnlyFieldsMixin:
+    """Hide the write-only form fields from users who may only view: there is nothing to write."""
+
+    write_only_fields: tuple[str, ...] = ()
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if isinstance(self, admin.options.InlineModelAdmin):
+            can_write = self.has_change_permission(request, obj) or self.has_add_permission(request, obj)
+        elif obj is not None:
+            can_write = self.has_change_permission(request, obj)
+        else:
+            can_write = self.has_add_permission(request)
+        if can_write:
+            return fieldsets
+        return [(name, {**opts, "fields": self._drop_write_only(opts["fields"])}) for name, opts in fieldsets]
+
+    def _drop_write_only(self, fields):
+        kept = []
+        for field in fields:
+            if isinstance(field, (list, tuple)):
+                row = tuple(f for f in field if f not in self.write_only_fields)
+                if row:
+                    kept.append(row)
+            elif field not in self.write_only_fields:
+                kept.append(field)
+        return kept
+
+
+class ReadOnlyAdminMixin:
+    """Rows written only by services (ledger, chain mirror, outbox): viewable, never added, edited or deleted here.
+
+    View permission still decides who sees them, so support users keep read access.
+    """
+
+    actions = None
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_readonly_fields(self, request, obj=None):
+        if self.fieldsets:
+            return flatten_fieldsets(self.fieldsets)
+        if self.fields:
+            return list(self.fields)
+        opts = self.model._meta
+        names = [f.name for f in opts.concrete_fields] + [f.name for f in opts.many_to_many]
+        return names + [f for f in self.readonly_fields if f not in names]
+
+
+class ReadOnlyTabularInline(ReadOnlyAdminMixin, admin.TabularInline):
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = False

@@ -1,0 +1,777 @@
+"""Django admin for billing: the catalog is edited here, the ledger and the chain mirror are only read.
+
+Secrets never reach a page: webhook secrets are write-only (rotated through `rotate_webhook_secret`), RPC URLs
+(which carry provider keys) are write-only and shown masked.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+from django import forms
+from django.contrib import admin
+from django.core.exceptions import ValidationError
+from django.db.models import Count, Q
+from django.utils.html import format_html
+from eth_utils import is_address, to_checksum_address
+
+from billing.models import (
+    ChainBlock,
+    ChainCursor,
+    ChainEvent,
+    CryptoConfig,
+    DeliveryAttempt,
+    IdempotencyKey,
+    InboundEvent,
+    Network,
+    NetworkFallback,
+    OutboxDelivery,
+    OutboxEvent,
+    PaymentContract,
+    PaymentProvider,
+    PaymentTransaction,
+    Plan,
+    RpcEndpoint,
+    Subscription,
+    Token,
+    TransactionStatusChange,
+)
+from billing_project.admin_site import (
+    ReadOnlyAdminMixin,
+    ReadOnlyTabularInline,
+    WriteOnlyFieldsMixin,
+    format_amount,
+    mask_secret_url,
+    write_only_field,
+)
+from billing_project.logging import mask_url
+
+HASH_RE = re.compile(r"^0x[0-9a-fA-F]{64}$")
+
+
+def short_hex(value: str | None, head: int = 10, tail: int = 6) -> str:
+    if not value:
+        return "-"
+    return value if len(value) <= head + tail + 1 else f"{value[:head]}…{value[-tail:]}"
+
+
+def pretty_json(value) -> str:
+    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def scrubbed(text: str | None, *secret_urls: str) -> str:
+    """Error text written by RPC clients may quote the endpoint URL with its key."""
+    if not text:
+        return "-"
+    for url in secret_urls:
+        if url:
+            text = text.replace(url, mask_secret_url(url))
+    return mask_url(text)
+
+
+def remap_errors(errors: ValidationError, mapping: dict[str, str]) -> ValidationError:
+    """Model.clean() names model fields; the admin form may show them under a write-only field's name."""
+    if not hasattr(errors, "error_dict"):
+        return errors
+    return ValidationError({mapping.get(field, field): messages for field, messages in errors.error_dict.items()})
+
+
+class ExactSearchMixin:
+    """Hashes, addresses and UUIDs are matched exactly (index-friendly) instead of an icontains scan."""
+
+    hash_search_fields: tuple[str, ...] = ()
+    address_search_fields: tuple[str, ...] = ()
+    uuid_search_fields: tuple[str, ...] = ()
+    int_search_fields: tuple[str, ...] = ()
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        lookups: list[tuple[str, str]] = []
+        if term.isdigit() and len(term) <= 18 and self.int_search_fields:
+            lookups = [(f, term) for f in self.int_search_fields]
+        elif HASH_RE.match(term):
+            lookups = [(f, v) for f in self.hash_search_fields for v in sorted({term, term.lower()})]
+        elif self.address_search_fields and is_address(term):
+            lookups = [(f, to_checksum_address(term)) for f in self.address_search_fields]
+        elif self.uuid_search_fields:
+            try:
+                lookups = [(f, str(uuid.UUID(term))) for f in self.uuid_search_fields]
+            except ValueError:
+                lookups = []
+        if not lookups:
+            return super().get_search_results(request, queryset, search_term)
+        condition = Q()
+        for field, value in lookups:
+            condition |= Q(**{field: value})
+        return queryset.filter(condition), False
+
+
+# --- Catalog: networks, endpoints, tokens, crypto config -------------------------------------------------------
+
+
+class RpcEndpointForm(forms.ModelForm):
+    """The URL is write-only: left blank on a change it keeps the stored value; the masked form is the hint."""
+
+    new_url = write_only_field("URL")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and self.instance.url:
+            self.fields[
+                "new_url"
+            ].help_text = (
+                f"Current: {mask_secret_url(self.instance.url)}. Leave blank to keep it; it may carry a provider key."
+            )
+        else:
+            self.fields["new_url"].help_text = "http(s):// or ws(s)://; may carry a provider key (never shown again)."
+
+    def clean(self):
+        cleaned = super().clean()
+        new_url = (cleaned.get("new_url") or "").strip()
+        if new_url:
+            self.instance.url = new_url
+        elif not self.instance.url:
+            self.add_error("new_url", "Required.")
+        return cleaned
+
+    def _update_errors(self, errors):
+        super()._update_errors(remap_errors(errors, {"url": "new_url"}))
+
+
+RPC_HEALTH_FIELDS = (
+    "healthy",
+    "last_checked_at",
+    "last_ok_at",
+    "last_latency_ms",
+    "last_head_block",
+    "last_error_masked",
+    "consecutive_failures",
+)
+
+
+class RpcEndpointDisplayMixin:
+    @admin.display(description="URL")
+    def masked_url(self, obj: RpcEndpoint) -> str:
+        return mask_secret_url(obj.url)
+
+    @admin.display(description="Last error")
+    def last_error_masked(self, obj: RpcEndpoint) -> str:
+        return scrubbed(obj.last_error, obj.url)
+
+
+class RpcEndpointInline(WriteOnlyFieldsMixin, RpcEndpointDisplayMixin, admin.TabularInline):
+    model = RpcEndpoint
+    form = RpcEndpointForm
+    extra = 0
+    fields = ("position", "masked_url", "new_url", "timeout_seconds", "enabled", "healthy", "last_latency_ms")
+    readonly_fields = ("masked_url", "healthy", "last_latency_ms")
+    write_only_fields = ("new_url",)
+    ordering = ("position", "id")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("network")
+
+
+@admin.register(Network)
+class NetworkAdmin(admin.ModelAdmin):
+    list_display = (
+        "slug",
+        "name",
+        "chain_id",
+        "is_testnet",
+        "enabled",
+        "confirmation_depth",
+        "native_symbol",
+        "endpoint_count",
+    )
+    list_filter = ("enabled", "is_testnet")
+    search_fields = ("slug", "name", "=chain_id")
+    readonly_fields = ("created_at", "updated_at")
+    inlines = (RpcEndpointInline,)
+    fieldsets = (
+        (None, {"fields": ("slug", "name", "chain_id", "is_testnet", "enabled")}),
+        ("Chain", {"fields": ("confirmation_depth", "block_time_seconds", "native_symbol", "native_decimals")}),
+        ("Explorer", {"fields": ("explorer_tx_url", "explorer_address_url", "explorer_block_url")}),
+        ("Record", {"fields": ("created_at", "updated_at")}),
+    )
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(_endpoints=Count("rpc_endpoints"))
+
+    @admin.display(description="RPC endpoints", ordering="_endpoints")
+    def endpoint_count(self, obj: Network) -> int:
+        return obj._endpoints
+
+
+@admin.register(RpcEndpoint)
+class RpcEndpointAdmin(WriteOnlyFieldsMixin, RpcEndpointDisplayMixin, admin.ModelAdmin):
+    form = RpcEndpointForm
+    list_display = ("__str__", "network", "position", "masked_url", "enabled", "healthy", "last_latency_ms")
+    list_filter = ("enabled", "healthy", "network")
+    list_select_related = ("network",)
+    # Never `url`: a search box would be an oracle for the key.
+    search_fields = ("network__slug",)
+    readonly_fields = ("masked_url", *RPC_HEALTH_FIELDS)
+    write_only_fields = ("new_url",)
+    fieldsets = (
+        (None, {"fields": ("network", "position", "masked_url", "new_url", "timeout_seconds", "enabled")}),
+        ("Health (written by the RPC client)", {"fields": RPC_HEALTH_FIELDS}),
+    )
+
+
+@admin.register(Token)
+class TokenAdmin(admin.ModelAdmin):
+    list_display = ("symbol", "name", "network", "address_or_native", "decimals", "usd_estimate", "enabled")
+    list_filter = ("enabled", "network", "decimals")
+    list_select_related = ("network",)
+    search_fields = ("symbol", "name", "address", "network__slug")
+
+    @admin.display(description="Address", ordering="address")
+    def address_or_native(self, obj: Token) -> str:
+        return obj.address or "native"
+
+
+class NetworkFallbackInline(admin.TabularInline):
+    model = NetworkFallback
+    extra = 0
+    fields = ("position", "network")
+    ordering = ("position",)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("network")
+
+
+@admin.register(CryptoConfig)
+class CryptoConfigAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "max_retries", "backoff_base_ms", "backoff_max_ms", "gas_cap_gwei", "updated_at")
+    readonly_fields = ("gas_cap_gwei", "updated_at")
+    inlines = (NetworkFallbackInline,)
+    fieldsets = (
+        ("Retries", {"fields": ("max_retries", "backoff_base_ms", "backoff_max_ms", "request_timeout_seconds")}),
+        ("Gas", {"fields": ("gas_cap_wei", "gas_cap_gwei", "stuck_tx_seconds", "fee_bump_percent")}),
+        ("Chain reads", {"fields": ("get_logs_max_range", "updated_at")}),
+    )
+
+    # A singleton (pk=1, enforced by a constraint): one row to add, none to delete.
+    def has_add_permission(self, request):
+        return super().has_add_permission(request) and not CryptoConfig.objects.exists()
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="Gas cap")
+    def gas_cap_gwei(self, obj: CryptoConfig) -> str:
+        from billing.fields import to_display
+
+        return format_amount(to_display(obj.gas_cap_wei, 9), "gwei")
+
+
+@admin.register(NetworkFallback)
+class NetworkFallbackAdmin(admin.ModelAdmin):
+    list_display = ("position", "network", "config")
+    list_select_related = ("network", "config")
+    ordering = ("position",)
+
+
+# --- Catalog: contracts, providers, plans ------------------------------------------------------------------------
+
+
+class PaymentContractForm(forms.ModelForm):
+    """Webhook secret and fallback RPC are write-only; the secret changes only through rotation."""
+
+    new_webhook_secret = write_only_field(
+        "New webhook secret",
+        max_length=256,
+        password=True,
+        min_length=16,
+        help_text="Write-only. Setting it rotates the secret; the old one stays valid as previous during the grace.",
+    )
+    new_fallback_rpc = write_only_field("Fallback RPC URL")
+    clear_fallback_rpc = forms.BooleanField(label="Remove the fallback RPC", required=False)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        current = mask_secret_url(self.instance.fallback_rpc)
+        self.fields["new_fallback_rpc"].help_text = (
+            f"Current: {current}. Leave blank to keep it." if current else "Tried after the network's endpoints."
+        )
+
+    def clean(self):
+        cleaned = super().clean()
+        new_rpc = (cleaned.get("new_fallback_rpc") or "").strip()
+        if new_rpc and cleaned.get("clear_fallback_rpc"):
+            self.add_error("clear_fallback_rpc", "Either set a new fallback RPC or remove it, not both.")
+        elif new_rpc:
+            self.instance.fallback_rpc = new_rpc
+        elif cleaned.get("clear_fallback_rpc"):
+            self.instance.fallback_rpc = ""
+        return cleaned
+
+    def _update_errors(self, errors):
+        super()._update_errors(remap_errors(errors, {"fallback_rpc": "new_fallback_rpc"}))
+
+    def save(self, commit=True):
+        instance = super().save(commit=False)
+        new_secret = self.cleaned_data.get("new_webhook_secret")
+        if new_secret:
+            instance.rotate_webhook_secret(new_secret)
+        if commit:
+            instance.save()
+            self._save_m2m()
+        return instance
+
+
+@admin.register(PaymentContract)
+class PaymentContractAdmin(WriteOnlyFieldsMixin, admin.ModelAdmin):
+    form = PaymentContractForm
+    list_display = (
+        "slug",
+        "title",
+        "network",
+        "address_link",
+        "mint_method",
+        "burn_method",
+        "has_webhook_secret",
+        "secret_rotated_at",
+        "fallback_rpc_masked",
+        "enabled",
+    )
+    list_filter = ("enabled", "network")
+    list_select_related = ("network",)
+    search_fields = ("slug", "title", "address")
+    exclude = ("webhook_secret", "previous_webhook_secret", "fallback_rpc")
+    readonly_fields = (
+        "address_link",
+        "has_webhook_secret",
+        "has_previous_webhook_secret",
+        "secret_rotated_at",
+        "fallback_rpc_masked",
+        "created_at",
+        "updated_at",
+    )
+    write_only_fields = ("new_webhook_secret", "new_fallback_rpc", "clear_fallback_rpc")
+    fieldsets = (
+        (None, {"fields": ("slug", "title", "network", "address", "address_link", "enabled", "deployment_block")}),
+        ("ABI", {"fields": ("abi", "mint_method", "burn_method", "withdraw_method", "eip712_name", "eip712_version")}),
+        (
+            "Webhook secret",
+            {
+                "fields": (
+                    "has_webhook_secret",
+                    "has_previous_webhook_secret",
+                    "secret_rotated_at",
+                    "new_webhook_secret",
+                )
+            },
+        ),
+        ("Fallback RPC", {"fields": ("fallback_rpc_masked", "new_fallback_rpc", "clear_fallback_rpc")}),
+        ("Record", {"fields": ("created_at", "updated_at")}),
+    )
+
+    @admin.display(description="Webhook secret set", boolean=True)
+    def has_webhook_secret(self, obj: PaymentContract) -> bool:
+        return obj.has_webhook_secret
+
+    @admin.display(description="Previous secret still accepted", boolean=True)
+    def has_previous_webhook_secret(self, obj: PaymentContract) -> bool:
+        return bool(obj.previous_webhook_secret)
+
+    @admin.display(description="Fallback RPC")
+    def fallback_rpc_masked(self, obj: PaymentContract) -> str:
+        return mask_secret_url(obj.fallback_rpc) or "-"
+
+    @admin.display(description="Address on explorer", ordering="address")
+    def address_link(self, obj: PaymentContract) -> str:
+        url = obj.network.address_url(obj.address) if obj.network_id else ""
+        return format_html('<a href="{}" rel="noopener" target="_blank">{}</a>', url, obj.address) if url else "-"
+
+
+class PaymentProviderForm(forms.ModelForm):
+    # validate_links() names the contract by its API name.
+    _error_fields = {"contract_slug": "contract"}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "supported_tokens" in self.fields:
+            self.fields["supported_tokens"].queryset = Token.objects.select_related("network")
+
+    def clean(self):
+        cleaned = super().clean()
+        linked = ("networks", "supported_tokens", "default_network", "contract")
+        if any(name in self.errors for name in linked):
+            return cleaned
+        probe = PaymentProvider(contract=cleaned.get("contract"))
+        try:
+            probe.validate_links(
+                list(cleaned.get("networks") or []),
+                list(cleaned.get("supported_tokens") or []),
+                cleaned.get("default_network"),
+            )
+        except ValidationError as exc:
+            for field, messages in exc.message_dict.items():
+                target = self._error_fields.get(field, field)
+                self.add_error(target if target in self.fields else None, messages)
+        return cleaned
+
+
+@admin.register(PaymentProvider)
+class PaymentProviderAdmin(admin.ModelAdmin):
+    form = PaymentProviderForm
+    list_display = ("slug", "title", "type", "enabled", "priority", "default_network", "contract", "network_list")
+    list_filter = ("enabled", "type", "networks")
+    list_select_related = ("default_network", "contract")
+    search_fields = ("slug", "title")
+    filter_horizontal = ("networks", "supported_tokens")
+    readonly_fields = ("config_json", "created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("slug", "title", "type", "enabled", "priority")}),
+        ("Links", {"fields": ("networks", "supported_tokens", "default_network", "contract")}),
+        ("Derived config (built on save)", {"fields": ("config_json",)}),
+        ("Record", {"fields": ("created_at", "updated_at")}),
+    )
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("networks")
+
+    @admin.display(description="Networks")
+    def network_list(self, obj: PaymentProvider) -> str:
+        return ", ".join(sorted(n.slug for n in obj.networks.all())) or "-"
+
+    @admin.display(description="Config")
+    def config_json(self, obj: PaymentProvider) -> str:
+        return pretty_json(obj.config)
+
+    def save_related(self, request, form, formsets, change):
+        # The config is derived from the many-to-many links, which exist only after they are saved.
+        super().save_related(request, form, formsets, change)
+        provider = form.instance
+        provider.config = provider.build_config()
+        provider.save(update_fields=["config", "updated_at"])
+
+
+@admin.register(Plan)
+class PlanAdmin(admin.ModelAdmin):
+    list_display = (
+        "slug",
+        "title",
+        "token_symbol",
+        "price",
+        "interval",
+        "provider",
+        "contract",
+        "tier",
+        "is_active",
+        "experiment",
+        "variant",
+    )
+    list_filter = ("is_active", "interval", "price_token__symbol", "provider", "contract", "experiment")
+    list_select_related = ("price_token", "provider", "contract")
+    search_fields = ("slug", "title", "experiment", "variant")
+    readonly_fields = ("price", "created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("slug", "title", "description", "is_active", "tier", "sort_order")}),
+        ("Price", {"fields": ("price_token", "price_amount", "price", "price_usd_estimate", "interval")}),
+        ("Gateway", {"fields": ("provider", "contract", "grace_period_days")}),
+        ("Entitlements", {"fields": ("limits", "features")}),
+        ("Experiment", {"fields": ("experiment", "variant")}),
+        ("Record", {"fields": ("created_at", "updated_at")}),
+    )
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "price_token":
+            kwargs["queryset"] = Token.objects.select_related("network")
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    @admin.display(description="Token", ordering="price_token__symbol")
+    def token_symbol(self, obj: Plan) -> str:
+        return obj.price_token.symbol
+
+    @admin.display(description="Price", ordering="price_amount")
+    def price(self, obj: Plan) -> str:
+        if not obj.price_token_id or obj.price_amount is None:
+            return "-"
+        return format_amount(obj.price_display, obj.price_token.symbol)
+
+
+# --- Subscriptions and the ledger (read-only) ------------------------------------------------------------------
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """State moves only through the billing services (payments, renewals, cancellations)."""
+
+    list_display = (
+        "id",
+        "user",
+        "plan",
+        "status",
+        "current_period_start",
+        "current_period_end",
+        "cancel_at_period_end",
+        "pending_plan",
+        "debt",
+    )
+    list_filter = ("status", "cancel_at_period_end", "plan")
+    list_select_related = ("user", "plan", "pending_plan", "debt_token")
+    search_fields = ("user__username", "user__email", "plan__slug")
+    raw_id_fields = ("user", "last_transaction")
+    date_hierarchy = "created_at"
+    fields = (
+        "user",
+        "plan",
+        "status",
+        "current_period_start",
+        "current_period_end",
+        "cancel_at_period_end",
+        "canceled_at",
+        "pending_plan",
+        "grace_until",
+        "debt",
+        "last_transaction",
+        "ended_at",
+        "created_at",
+        "updated_at",
+    )
+
+    @admin.display(description="Debt")
+    def debt(self, obj: Subscription) -> str:
+        if not obj.debt_amount or not obj.debt_token_id:
+            return "-"
+        return format_amount(obj.debt_token.display(obj.debt_amount), obj.debt_token.symbol)
+
+
+class StatusHistoryInline(ReadOnlyTabularInline):
+    model = TransactionStatusChange
+    fields = ("created_at", "from_status", "to_status", "actor", "reason", "details")
+    ordering = ("created_at", "id")
+
+
+@admin.register(PaymentTransaction)
+class PaymentTransactionAdmin(ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = (
+        "id",
+        "created_at",
+        "status",
+        "user",
+        "plan",
+        "provider",
+        "network",
+        "amount_shown",
+        "tx_link",
+        "confirmed_at",
+    )
+    list_filter = ("status", "network", "provider", "contract", "token__symbol", "product_type")
+    list_select_related = ("user", "plan", "provider", "network", "token", "contract")
+    search_fields = ("user__username", "user__email", "=external_id")
+    search_help_text = "Username, e-mail, external id; or an exact tx hash, order id, payer address or public id."
+    hash_search_fields = ("tx_hash", "order_id", "block_hash", "refund_tx_hash")
+    address_search_fields = ("payer_address",)
+    uuid_search_fields = ("public_id",)
+    int_search_fields = ("id",)
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    raw_id_fields = ("user", "plan")
+    inlines = (StatusHistoryInline,)
+    fieldsets = (
+        (
+            None,
+            {"fields": ("public_id", "status", "user", "product_type", "product_id", "plan", "periods", "order_id")},
+        ),
+        ("Payment", {"fields": ("provider", "contract", "network", "chain_id", "token", "amount_shown", "amount")}),
+        (
+            "Chain",
+            {
+                "fields": (
+                    "payer_address",
+                    "tx_link",
+                    "block_number",
+                    "block_hash",
+                    "log_index",
+                    "gas_used",
+                    "effective_gas_price",
+                    "fee_shown",
+                    "external_id",
+                )
+            },
+        ),
+        ("Rates (USD per token)", {"fields": ("usd_rate_at_checkout", "usd_rate_at_confirmation")}),
+        (
+            "Timeline",
+            {
+                "fields": (
+                    "created_at",
+                    "expires_at",
+                    "submitted_at",
+                    "confirmed_at",
+                    "refunded_at",
+                    "refund_tx_hash",
+                    "failure_reason",
+                    "updated_at",
+                )
+            },
+        ),
+        ("Checkout", {"fields": ("checkout_json",)}),
+    )
+
+    @admin.display(description="Amount", ordering="amount")
+    def amount_shown(self, obj: PaymentTransaction) -> str:
+        return format_amount(obj.amount_display, obj.token.symbol)
+
+    @admin.display(description="Fee")
+    def fee_shown(self, obj: PaymentTransaction) -> str:
+        return format_amount(obj.fee_display, obj.network.native_symbol) if obj.fee is not None else "-"
+
+    @admin.display(description="Tx hash", ordering="tx_hash")
+    def tx_link(self, obj: PaymentTransaction) -> str:
+        if not obj.tx_hash:
+            return "-"
+        url = obj.network.tx_url(obj.tx_hash)
+        if not url:
+            return obj.tx_hash
+        return format_html('<a href="{}" rel="noopener" target="_blank">{}</a>', url, short_hex(obj.tx_hash))
+
+    @admin.display(description="Checkout payload")
+    def checkout_json(self, obj: PaymentTransaction) -> str:
+        return pretty_json(obj.checkout_payload)
+
+
+@admin.register(TransactionStatusChange)
+class TransactionStatusChangeAdmin(ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("id", "transaction", "from_status", "to_status", "actor", "reason", "created_at")
+    list_filter = ("to_status", "from_status")
+    list_select_related = ("transaction",)
+    search_fields = ("actor",)
+    int_search_fields = ("transaction_id",)
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    raw_id_fields = ("transaction",)
+
+
+@admin.register(IdempotencyKey)
+class IdempotencyKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("key", "user", "scope", "state", "response_status", "replay_count", "created_at", "expires_at")
+    list_filter = ("state", "scope")
+    list_select_related = ("user",)
+    search_fields = ("=key", "user__username")
+    show_full_result_count = False
+    raw_id_fields = ("user", "transaction")
+
+
+@admin.register(InboundEvent)
+class InboundEventAdmin(ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    # A "reprocess selected events" action belongs here once the inbound service exists.
+    list_display = (
+        "id",
+        "received_at",
+        "contract",
+        "event_type",
+        "delivery_id",
+        "status",
+        "attempts",
+        "tx_short",
+        "processed_at",
+    )
+    list_filter = ("status", "event_type", "contract")
+    list_select_related = ("contract",)
+    search_fields = ("=delivery_id", "event_type")
+    hash_search_fields = ("tx_hash",)
+    date_hierarchy = "received_at"
+    show_full_result_count = False
+    raw_id_fields = ("transaction",)
+
+    @admin.display(description="Tx hash", ordering="tx_hash")
+    def tx_short(self, obj: InboundEvent) -> str:
+        return short_hex(obj.tx_hash)
+
+
+@admin.register(ChainCursor)
+class ChainCursorAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("contract", "last_block", "last_run_at", "has_error", "updated_at")
+    list_select_related = ("contract",)
+    search_fields = ("contract__slug",)
+    fields = ("contract", "last_block", "last_block_hash", "last_run_at", "last_error_masked", "updated_at")
+
+    @admin.display(description="Error", boolean=True)
+    def has_error(self, obj: ChainCursor) -> bool:
+        return bool(obj.last_error)
+
+    @admin.display(description="Last error")
+    def last_error_masked(self, obj: ChainCursor) -> str:
+        return scrubbed(obj.last_error, obj.contract.fallback_rpc)
+
+
+@admin.register(ChainBlock)
+class ChainBlockAdmin(ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("number", "hash", "contract")
+    list_filter = ("contract",)
+    list_select_related = ("contract",)
+    search_fields = ("contract__slug",)
+    int_search_fields = ("number",)
+    hash_search_fields = ("hash",)
+    show_full_result_count = False
+
+
+@admin.register(ChainEvent)
+class ChainEventAdmin(ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("id", "name", "contract", "block_number", "log_index", "tx_short", "amount", "removed")
+    list_filter = ("name", "removed", "contract")
+    list_select_related = ("contract",)
+    search_fields = ("name",)
+    int_search_fields = ("block_number",)
+    hash_search_fields = ("tx_hash", "block_hash")
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    raw_id_fields = ("transaction",)
+
+    @admin.display(description="Tx hash", ordering="tx_hash")
+    def tx_short(self, obj: ChainEvent) -> str:
+        return short_hex(obj.tx_hash)
+
+
+class DeliveryInline(ReadOnlyTabularInline):
+    model = OutboxDelivery
+    fields = ("subscriber", "status", "attempts", "max_attempts", "next_attempt_at", "delivered_at", "last_error")
+    show_change_link = True
+
+
+@admin.register(OutboxEvent)
+class OutboxEventAdmin(ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("event_id", "topic", "aggregate_type", "aggregate_id", "created_at")
+    list_filter = ("topic", "aggregate_type")
+    search_fields = ("=aggregate_id", "topic")
+    uuid_search_fields = ("event_id",)
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    inlines = (DeliveryInline,)
+
+
+class AttemptInline(ReadOnlyTabularInline):
+    model = DeliveryAttempt
+    fields = ("attempted_at", "ok", "status_code", "duration_ms", "error")
+
+
+@admin.register(OutboxDelivery)
+class OutboxDeliveryAdmin(ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("id", "event", "subscriber", "status", "attempts", "max_attempts", "next_attempt_at", "created_at")
+    list_filter = ("status", "subscriber", "event__topic")
+    list_select_related = ("event",)
+    search_fields = ("subscriber",)
+    uuid_search_fields = ("event__event_id",)
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    raw_id_fields = ("event",)
+    inlines = (AttemptInline,)
+
+
+@admin.register(DeliveryAttempt)
+class DeliveryAttemptAdmin(ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("id", "delivery", "attempted_at", "ok", "status_code", "duration_ms")
+    list_filter = ("ok", "status_code")
+    list_select_related = ("delivery",)
+    search_fields = ("error",)
+    int_search_fields = ("delivery_id",)
+    date_hierarchy = "attempted_at"
+    show_full_result_count = False
+    raw_id_fields = ("delivery",)
