@@ -19,6 +19,10 @@ class AmountFilter(django_filters.NumberFilter):
         kwargs.setdefault("max_value", UINT256_MAX)
         super().__init__(*args, **kwargs)
 
+    def get_max_validator(self):
+        # django-filter caps numbers at 1e50; uint256 amounts go up to ~1.2e77 (max_value above bounds them).
+        return None
+
 
 class TransactionFilter(django_filters.FilterSet):
     status = django_filters.MultipleChoiceFilter(choices=TxStatus.choices)
