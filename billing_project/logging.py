@@ -15,15 +15,20 @@ from typing import Any
 import structlog
 
 SECRET_KEY_RE = re.compile(r"(secret|password|private|signer_key|api_key|token|authorization)", re.I)
-URL_RE = re.compile(r"(https?|wss?)://([^/\s:@]+(?::\d+)?)(/[^\s\"']*)?")
+URL_RE = re.compile(r"(https?|wss?)://(?:[^/\s@]*@)?([^/\s?#:@]+(?::\d+)?)([/?#][^\s\"']*)?")
 HEX_KEY_RE = re.compile(r"\b(0x)?[0-9a-fA-F]{64}\b")
 
 
 def mask_url(url: str) -> str:
-    """https://host/path-with-key -> https://host/****"""
-    return URL_RE.sub(
-        lambda m: f"{m.group(1)}://{m.group(2)}" + ("/****" if m.group(3) and m.group(3) != "/" else ""), url
-    )
+    """https://user:key@host/path?key=1 -> https://host/**** : keys hide in user info, paths and queries."""
+
+    def repl(m: re.Match) -> str:
+        userinfo = "@" in m.group(0).split("//", 1)[1].split("/", 1)[0]
+        rest = m.group(3) or ""
+        hidden = (rest and rest != "/") or userinfo
+        return f"{m.group(1)}://{m.group(2)}" + ("/****" if hidden else "")
+
+    return URL_RE.sub(repl, url)
 
 
 def _redact(_logger: Any, _name: str, event_dict: dict) -> dict:

@@ -113,6 +113,7 @@ if CELERY_BROKER_URL == "filesystem://":
         "data_folder_in": str(_broker_dir / "out"),
         "data_folder_out": str(_broker_dir / "out"),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
 else:
@@ -155,7 +156,6 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-}
     # Several models have a `status`; name each choice set once so the schema has no ambiguous enums.
     "ENUM_NAME_OVERRIDES": {
         "TxStatusEnum": "billing.models.transaction.TxStatus",
@@ -165,6 +165,7 @@ SPECTACULAR_SETTINGS = {
         "NotificationStatusEnum": "notifications.models.Notification.Status",
         "IdempotencyStateEnum": "billing.models.idempotency.IdempotencyKey.State",
     },
+}
 
 # --- Caches (throttles) --------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -189,11 +190,11 @@ BILLING_WEBHOOK_TOLERANCE_SECONDS = 300
 BILLING_WEBHOOK_SECRET_GRACE = timedelta(hours=env.int("BILLING_WEBHOOK_SECRET_GRACE_HOURS", default=24))
 BILLING_LOCAL_CHAIN_RPC = env.str("BILLING_LOCAL_CHAIN_RPC", default="http://127.0.0.1:8545")
 METRICS_BEARER_TOKEN = env.str("METRICS_BEARER_TOKEN", default="")
-PROMETHEUS_EXPORT_MIGRATIONS = False
 # Sign-In with Ethereum (wallet linking): what a message must name to be accepted.
 SIWE_DOMAIN = env.str("SIWE_DOMAIN", default="127.0.0.1:8000")
 SIWE_URI = env.str("SIWE_URI", default="http://127.0.0.1:8000")
 SIWE_ALLOWED_CHAIN_IDS = [int(c) for c in env.list("SIWE_ALLOWED_CHAIN_IDS", default=["31337"])]
+PROMETHEUS_EXPORT_MIGRATIONS = False
 
 # --- Audit ---------------------------------------------------------------------------------------
 AUDITLOG_INCLUDE_ALL_MODELS = False

@@ -78,3 +78,10 @@ def anvil():
     node = Anvil().start()
     yield node
     node.stop()
+
+
+def pytest_configure(config):
+    # Celery messages are only triggers; tests call services directly, so no message needs a broker.
+    from billing_project.celery import app
+
+    app.conf.broker_url = "memory://"

@@ -153,7 +153,7 @@ def payment_observe_paid(
     event = chain_event_record(contract=contract, observed=observed)
     order_id = str(observed.args["orderId"]).lower()
     tx = (
-        PaymentTransaction.objects.select_for_update()
+        PaymentTransaction.objects.select_for_update(of=("self",))
         .select_related("plan", "token", "contract")
         .filter(contract=contract, order_id=order_id)
         .first()

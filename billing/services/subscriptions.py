@@ -52,7 +52,7 @@ def _emit_plan_changed(
 
 def _live_subscription(user_id: int) -> Subscription | None:
     return (
-        Subscription.objects.select_for_update()
+        Subscription.objects.select_for_update(of=("self",))
         .select_related("plan")
         .filter(user_id=user_id, status__in=LIVE_SUBSCRIPTION_STATUSES)
         .first()
@@ -171,7 +171,7 @@ def subscription_advance(*, subscription_id: int, now: datetime | None = None) -
     """Move one subscription through period-end rules. Idempotent: does nothing before its time."""
     now = now or timezone.now()
     sub = (
-        Subscription.objects.select_for_update(skip_locked=True)
+        Subscription.objects.select_for_update(skip_locked=True, of=("self",))
         .select_related("plan", "pending_plan")
         .filter(pk=subscription_id, status__in=LIVE_SUBSCRIPTION_STATUSES)
         .first()
