@@ -139,9 +139,9 @@ class RetryPolicy:
         """Upper bound of the sleep before retry number `retry` (0-based): min(max, base * 2^retry)."""
         return min(self.backoff_max, self.backoff_base * (2**retry))
 
-    def backoff(self, retry: int, rand: Callable[[], float] = random.random) -> float:
+    def backoff(self, retry: int, rand: Callable[[], float] | None = None) -> float:
         """Full jitter (uniform in [0, cap]): clients that failed together do not retry in lockstep."""
-        return rand() * self.backoff_cap(retry)
+        return (rand or random.random)() * self.backoff_cap(retry)
 
     def worst_case_seconds(self, timeouts: list[float]) -> float:
         """The longest one call() can take before AllEndpointsFailed, given the endpoints' timeouts.
