@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import django_filters
 from django import forms
+from django_filters.fields import IsoDateTimeField
 
 from billing.fields import UINT256_MAX
 from billing.models import OutboxDelivery, PaymentTransaction, TxStatus
@@ -24,6 +27,23 @@ class AmountFilter(django_filters.NumberFilter):
         return None
 
 
+class UtcDateTimeField(IsoDateTimeField):
+    """Normalize to UTC: PostgreSQL refuses offsets beyond +-15:59 that ISO 8601 parsers accept."""
+
+    def clean(self, value):
+        parsed = super().clean(value)
+        if parsed is None:
+            return None
+        try:
+            return parsed.astimezone(UTC)
+        except (OverflowError, ValueError):
+            raise forms.ValidationError("The date is out of range.")
+
+
+class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = UtcDateTimeField
+
+
 class TransactionFilter(django_filters.FilterSet):
     status = django_filters.MultipleChoiceFilter(choices=TxStatus.choices)
     provider = django_filters.CharFilter(field_name="provider__slug", help_text="provider (gateway) slug")
@@ -33,8 +53,8 @@ class TransactionFilter(django_filters.FilterSet):
     plan = django_filters.CharFilter(field_name="plan__slug")
     user = django_filters.NumberFilter(field_name="user_id")
     tx_hash = django_filters.CharFilter(field_name="tx_hash", lookup_expr="iexact")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt")
     amount_min = AmountFilter(field_name="amount", lookup_expr="gte", help_text="smallest unit, inclusive")
     amount_max = AmountFilter(field_name="amount", lookup_expr="lte", help_text="smallest unit, inclusive")
 

@@ -8,6 +8,7 @@ write-only.
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -89,7 +90,7 @@ class TokenKeyField(serializers.RelatedField):
 
     default_error_messages = {
         "format": "Name a token as SYMBOL@network-slug.",
-        "missing": "No token {key}.",
+        "missing": "No token {name}.",
     }
 
     def __init__(self, **kwargs):
@@ -97,32 +98,56 @@ class TokenKeyField(serializers.RelatedField):
         super().__init__(**kwargs)
 
     def to_internal_value(self, data: Any) -> Token:
+        _refuse_nul(data)
         if not isinstance(data, str) or data.count("@") != 1:
             self.fail("format")
         symbol, network = data.split("@")
         token = self.get_queryset().filter(symbol=symbol, network__slug=network).first()
         if token is None:
-            self.fail("missing", key=data)
+            self.fail("missing", name=data)
         return token
 
     def to_representation(self, value: Token) -> str:
         return f"{value.symbol}@{value.network.slug}"
 
 
+def _refuse_nul(value: Any) -> None:
+    if isinstance(value, str) and "\x00" in value:
+        raise serializers.ValidationError("Text may not contain NUL characters.")
+
+
+class SlugRelatedField(serializers.SlugRelatedField):
+    """PostgreSQL refuses NUL in a query parameter; answer 400 before the lookup."""
+
+    def to_internal_value(self, data: Any):
+        _refuse_nul(data)
+        return super().to_internal_value(data)
+
+
+class SafeJSONField(serializers.JSONField):
+    """PostgreSQL jsonb cannot store U+0000; refuse it as a field error instead of a database error."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        value = super().to_internal_value(data)
+        if "\\u0000" in json.dumps(value):
+            raise serializers.ValidationError("Text may not contain NUL (\\u0000) characters.")
+        return value
+
+
 @extend_schema_field(
     {"type": "object", "additionalProperties": {"type": "integer", "nullable": True, "minimum": 0}, "example": {}}
 )
-class LimitsField(serializers.JSONField):
+class LimitsField(SafeJSONField):
     pass
 
 
 @extend_schema_field({"type": "array", "items": {"type": "object", "additionalProperties": True}})
-class AbiField(serializers.JSONField):
+class AbiField(SafeJSONField):
     pass
 
 
 @extend_schema_field({"type": "object", "additionalProperties": True})
-class ObjectField(serializers.JSONField):
+class ObjectField(SafeJSONField):
     pass
 
 
@@ -158,6 +183,7 @@ class PriceTokenField(serializers.Field):
     `SYMBOL@network-slug`; resolution needs the contract, so it happens in PlanSerializer.validate."""
 
     def to_internal_value(self, data: Any) -> str:
+        _refuse_nul(data)
         if not isinstance(data, str) or not data.strip() or data.count("@") > 1:
             raise serializers.ValidationError("A token symbol, or SYMBOL@network-slug.")
         return data.strip()
@@ -168,17 +194,15 @@ class PriceTokenField(serializers.Field):
 
 class PlanSerializer(CatalogWriteMixin, serializers.ModelSerializer):
     price_token = PriceTokenField()
-    price_token_network = serializers.SlugRelatedField(source="price_token.network", slug_field="slug", read_only=True)
+    price_token_network = SlugRelatedField(source="price_token.network", slug_field="slug", read_only=True)
     price_amount = TokenAmountField()
     price_display = serializers.SerializerMethodField()
-    gateway_slug = serializers.SlugRelatedField(
-        source="provider", slug_field="slug", queryset=PaymentProvider.objects.all()
-    )
-    contract_slug = serializers.SlugRelatedField(
+    gateway_slug = SlugRelatedField(source="provider", slug_field="slug", queryset=PaymentProvider.objects.all())
+    contract_slug = SlugRelatedField(
         source="contract", slug_field="slug", queryset=PaymentContract.objects.select_related("network")
     )
     limits = LimitsField(required=False)
-    features = serializers.ListField(child=serializers.CharField(), required=False)
+    features = serializers.ListField(child=serializers.CharField(max_length=200), required=False)
 
     error_renames = {"provider": "gateway_slug", "contract": "contract_slug"}
 
@@ -308,14 +332,12 @@ class PublicPlanSerializer(serializers.ModelSerializer):
 
 
 class ProviderSerializer(CatalogWriteMixin, serializers.ModelSerializer):
-    networks = serializers.SlugRelatedField(
-        many=True, slug_field="slug", queryset=Network.objects.all(), required=False
-    )
+    networks = SlugRelatedField(many=True, slug_field="slug", queryset=Network.objects.all(), required=False)
     supported_tokens = TokenKeyField(many=True, required=False)
-    default_network = serializers.SlugRelatedField(
+    default_network = SlugRelatedField(
         slug_field="slug", queryset=Network.objects.all(), allow_null=True, required=False
     )
-    contract_slug = serializers.SlugRelatedField(
+    contract_slug = SlugRelatedField(
         source="contract", slug_field="slug", queryset=PaymentContract.objects.all(), allow_null=True, required=False
     )
     config = ObjectField(read_only=True, help_text="Built by the backend from the fields above.")
@@ -369,7 +391,7 @@ class ProviderSerializer(CatalogWriteMixin, serializers.ModelSerializer):
 
 
 class ContractSerializer(CatalogWriteMixin, serializers.ModelSerializer):
-    network = serializers.SlugRelatedField(slug_field="slug", queryset=Network.objects.all())
+    network = SlugRelatedField(slug_field="slug", queryset=Network.objects.all())
     chain_id = serializers.IntegerField(source="network.chain_id", read_only=True)
     abi = AbiField()
     fallback_rpc = MaskedUrlField(required=False, allow_blank=True, max_length=500)
@@ -513,7 +535,7 @@ class NetworkSerializer(CatalogWriteMixin, serializers.ModelSerializer):
 
 
 class TokenSerializer(CatalogWriteMixin, serializers.ModelSerializer):
-    network = serializers.SlugRelatedField(slug_field="slug", queryset=Network.objects.all())
+    network = SlugRelatedField(slug_field="slug", queryset=Network.objects.all())
     key = serializers.SerializerMethodField(help_text="SYMBOL@network, as providers' supported_tokens name it")
     is_native = serializers.BooleanField(read_only=True)
 
@@ -597,10 +619,10 @@ class TransactionStatusChangeSerializer(serializers.ModelSerializer):
 class TransactionSerializer(serializers.ModelSerializer):
     id = serializers.UUIDField(source="public_id", read_only=True)
     user_id = serializers.IntegerField(read_only=True, allow_null=True)
-    plan_slug = serializers.SlugRelatedField(source="plan", slug_field="slug", read_only=True)
-    provider_slug = serializers.SlugRelatedField(source="provider", slug_field="slug", read_only=True)
-    contract_slug = serializers.SlugRelatedField(source="contract", slug_field="slug", read_only=True)
-    network = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    plan_slug = SlugRelatedField(source="plan", slug_field="slug", read_only=True)
+    provider_slug = SlugRelatedField(source="provider", slug_field="slug", read_only=True)
+    contract_slug = SlugRelatedField(source="contract", slug_field="slug", read_only=True)
+    network = SlugRelatedField(slug_field="slug", read_only=True)
     token = serializers.CharField(source="token.symbol", read_only=True)
     token_address = serializers.SerializerMethodField()
     amount = TokenAmountField(read_only=True)
@@ -847,10 +869,10 @@ class AuditEntrySerializer(serializers.Serializer):
 
 
 class SubscriptionSerializer(serializers.ModelSerializer):
-    plan = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    plan = SlugRelatedField(slug_field="slug", read_only=True)
     plan_title = serializers.CharField(source="plan.title", read_only=True)
     interval = serializers.CharField(source="plan.interval", read_only=True)
-    pending_plan = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    pending_plan = SlugRelatedField(slug_field="slug", read_only=True)
     debt = serializers.SerializerMethodField()
 
     class Meta:

@@ -332,6 +332,8 @@ class AuditTimelineView(generics.ListAPIView):
         qs = LogEntry.objects.select_related("content_type", "actor")
         model = self.request.query_params.get("model", "").strip().lower()
         object_id = self.request.query_params.get("object_id", "").strip()
+        if "\x00" in model or "\x00" in object_id:
+            raise ApiError("validation_error", "Query parameters may not contain NUL characters.")
         if model:
             app_label, _, name = model.rpartition(".")
             types = ContentType.objects.filter(model=name)
