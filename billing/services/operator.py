@@ -7,7 +7,7 @@ explicitly for the LogEntry rows the write produces.
 Pieces written by other work streams are looked up when called, not imported at module load:
 - billing.chain.sender (operator transaction sender, with the operator key) for the on-chain refund;
 - billing.services.webhooks.inbound_event_process for reprocessing stored webhook deliveries.
-While one is missing the action says so (OperatorActionUnavailable) instead of pretending.
+While one is missing the action says so (OperatorActionUnavailable / refund_requested) instead of pretending.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from auditlog.context import auditlog_value, set_actor
 from auditlog.models import LogEntry
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
+from django.db.models import Q
 
 from billing.models import InboundEvent, OutboxDelivery, PaymentTransaction, TxStatus, can_transition
 from billing_project.logging import mask_url
@@ -146,30 +147,34 @@ def transaction_refund(*, tx: PaymentTransaction, actor, reason: str) -> ActionR
 
 
 def transaction_reprocess(*, tx: PaymentTransaction, actor, reason: str) -> ActionResult:
-    """Re-run processing of the stored webhook deliveries of this transaction that did not apply."""
+    """Re-run the stored webhook deliveries of this transaction that did not apply (received or failed),
+    through billing.services.webhooks.inbound_event_process (verified against the chain again)."""
     process = _optional("billing.services.webhooks", "inbound_event_process")
     if process is None:
-        # TODO(issue 4): billing.services.webhooks.inbound_event_process is the lead's; until it exists
-        # there is nothing to re-run the stored deliveries with.
         raise OperatorActionUnavailable(
-            "not_available", "Reprocessing is not available yet: the webhook processing service is not deployed."
+            "not_available", "Reprocessing is not available: the webhook processing service is not deployed."
         )
+    matches = Q(transaction=tx)
+    if tx.tx_hash:
+        # Deliveries that failed before they could be matched carry only the chain coordinates.
+        matches |= Q(contract_id=tx.contract_id, tx_hash=tx.tx_hash)
     events = list(
-        InboundEvent.objects.filter(transaction=tx).exclude(status=InboundEvent.Status.PROCESSED).order_by("pk")
+        InboundEvent.objects.filter(matches).exclude(status=InboundEvent.Status.PROCESSED).distinct().order_by("pk")
     )
     if not events:
         raise OperatorActionError("nothing_to_reprocess", "This transaction has no unprocessed inbound events.")
     with acting_user(actor):
-        for event in events:
-            process(inbound_event_id=event.pk)
+        outcomes = {event.pk: process(event_id=event.pk, force=True) for event in events}
         tx.refresh_from_db()
         _audit_note(
             instance=tx,
             actor=actor,
             note="reprocessed",
-            details={"reason": reason, "actor": _actor_label(actor), "inbound_events": [e.pk for e in events]},
+            details={"reason": reason, "actor": _actor_label(actor), "inbound_events": outcomes},
         )
-    return ActionResult("reprocessed", f"{len(events)} inbound event(s) re-run.", tx)
+    log.info("operator.reprocessed", transaction_id=tx.pk, tx_hash=tx.tx_hash, user_id=actor.pk)
+    summary = ", ".join(f"#{pk}: {outcome}" for pk, outcome in outcomes.items())
+    return ActionResult("reprocessed", f"{len(events)} inbound event(s) re-run ({summary}).", tx)
 
 
 def outbox_replay(*, delivery: OutboxDelivery, actor) -> OutboxDelivery:

@@ -174,14 +174,23 @@ def test_refund_is_recorded_and_audited_with_the_actor(admin_api, billing_admin_
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "refund_not_allowed"
 
 
-def test_reprocess_answers_clearly(admin_api):
+def test_reprocess_reruns_stored_deliveries_and_is_audited(admin_api, billing_admin_user):
     cat = build_catalog()
+    cat["network"].rpc_endpoints.update(url="http://127.0.0.1:9/")  # chain unreachable: fast failure
+    cat["contract"].fallback_rpc = ""
+    cat["contract"].save()
     tx = f.ConfirmedTransactionFactory(plan=cat["plan"])
-    response = admin_api.post(
-        f"/v1/billing/admin/transactions/{tx.public_id}/reprocess", {"reason": "retry"}, format="json"
+    url = f"/v1/billing/admin/transactions/{tx.public_id}/reprocess"
+    nothing = admin_api.post(url, {"reason": "retry"}, format="json")
+    assert nothing.status_code == 409 and nothing.json()["error"]["code"] == "nothing_to_reprocess"
+    event = f.InboundEventFactory(
+        contract=cat["contract"], tx_hash=tx.tx_hash, status="failed", payload={"tx_hash": tx.tx_hash}
     )
-    assert response.status_code == 409
-    assert response.json()["error"]["code"] in ("not_available", "nothing_to_reprocess")
+    response = admin_api.post(url, {"reason": "retry"}, format="json")
+    assert response.status_code == 200, response.json()
+    assert response.json()["result"] == "reprocessed" and f"#{event.pk}" in response.json()["detail"]
+    entry = LogEntry.objects.get_for_object(tx).order_by("-timestamp").first()
+    assert entry.actor == billing_admin_user and entry.changes_dict["operator_action"][1] == "reprocessed"
 
 
 def test_contract_events_timeline_cursor(support_api):
