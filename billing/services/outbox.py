@@ -95,7 +95,9 @@ def outbox_delivery_attempt(*, delivery_id: int, force: bool = False) -> OutboxD
     """Attempt one delivery if it is due. Safe to call twice at once: the row lock is skip_locked."""
     with transaction.atomic():
         delivery = (
-            OutboxDelivery.objects.select_for_update(skip_locked=True)
+            # of=self: locking the joined event row too would make a concurrent attempt of the same event's
+            # other subscriber skip its own (unlocked) delivery.
+            OutboxDelivery.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("event")
             .filter(pk=delivery_id, status=OutboxDelivery.Status.PENDING)
             .first()

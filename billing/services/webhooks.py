@@ -193,7 +193,9 @@ def inbound_event_process(*, event_id: int, client=None, force: bool = False) ->
 
     with transaction.atomic():
         event = (
-            InboundEvent.objects.select_for_update(skip_locked=True)
+            # of=self: FOR UPDATE on the joined contract row would block every ledger insert's foreign-key
+            # check on that contract until we commit, and deadlock with the follower inserting the same log.
+            InboundEvent.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("contract__network")
             .filter(pk=event_id)
             .first()

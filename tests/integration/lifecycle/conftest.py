@@ -148,3 +148,72 @@ def webhook_body(chain, tx, *, tx_hash: str, delivery_id: str, kind: str = "paym
         "token": tx.token.address or None,
         "amount": str(tx.amount),
     }
+
+
+# --- helpers for the acceptance suite (issue 4) -------------------------------------------------------
+
+WEBHOOK_URL = "/v1/billing/webhooks/contracts/{slug}"
+
+
+def create_checkout(user_api, plan: str, payer, *, key: str | None = None, **extra) -> dict:
+    """POST /v1/billing/checkout and return the 201 body."""
+    headers = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
+    response = user_api.post(
+        "/v1/billing/checkout", {"plan": plan, "wallet": payer.address, **extra}, format="json", **headers
+    )
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def sign_step(chain, account, step: dict, *, nonce: int | None = None, value: int | None = None, gas=None) -> bytes:
+    """Sign one wallet step ourselves (explicit nonce, gas and fees) and return the raw bytes, so the very
+    same transaction can be sent again after a reorg dropped it."""
+    w3 = chain.w3
+    tx = {
+        "to": step["to"],
+        "data": step["data"],
+        "value": int(step["value"]) if value is None else value,
+        "chainId": 31337,
+        "type": 2,
+        "nonce": w3.eth.get_transaction_count(account.address, "pending") if nonce is None else nonce,
+    }
+    tx["gas"] = gas or int(w3.eth.estimate_gas({**tx, "from": account.address}) * 1.2) + 10_000
+    base = w3.eth.get_block("latest")["baseFeePerGas"]
+    tx["maxPriorityFeePerGas"] = 10**9
+    tx["maxFeePerGas"] = 4 * base + 10**9  # survives a few blocks of base-fee growth
+    return bytes(account.sign_transaction(tx).raw_transaction)
+
+
+def send_raw(chain, raw: bytes, *, wait: bool = True) -> str:
+    """Send signed bytes; with automine on, wait for the receipt (whatever its status)."""
+    tx_hash = chain.w3.eth.send_raw_transaction(raw)
+    if wait:
+        chain.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30, poll_latency=0.05)
+    return tx_hash.to_0x_hex()
+
+
+def follower_from_head(world, chain):
+    """Start the chain follower at the current head: earlier tests' payments on the shared session chain
+    stay out of this test's ledger."""
+    from billing.models import ChainCursor
+
+    head = chain.w3.eth.get_block("latest")
+    return ChainCursor.objects.create(
+        contract=world.contract, last_block=head["number"], last_block_hash=head["hash"].to_0x_hex().lower()
+    )
+
+
+def post_webhook(client, world, body: dict):
+    raw, signature = signed_webhook(body)
+    return client.post(
+        WEBHOOK_URL.format(slug=world.contract.slug),
+        raw,
+        content_type="application/json",
+        HTTP_X_BILLING_SIGNATURE=signature,
+    )
+
+
+def plan_changed_for(tx_id: int):
+    from billing.models import OutboxEvent
+
+    return OutboxEvent.objects.filter(topic="plan.changed.v1", payload__transaction_id=str(tx_id))
