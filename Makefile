@@ -37,7 +37,7 @@ contracts: npmdeps
 run: deps
 	$(PY) -m billing_project.devstack
 
-test: deps sysdeps
+test: deps
 	$(PY) -m ruff check .
 	$(PY) manage.py makemigrations --check --dry-run
 	$(PY) -m pytest --create-db $(PYTEST_ARGS)
