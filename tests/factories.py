@@ -49,7 +49,11 @@ MINIMAL_ABI = [
         "type": "function",
         "name": "withdraw",
         "stateMutability": "nonpayable",
-        "inputs": [{"name": "token", "type": "address"}, {"name": "amount", "type": "uint256"}],
+        "inputs": [
+            {"name": "token", "type": "address"},
+            {"name": "to", "type": "address"},
+            {"name": "amount", "type": "uint256"},
+        ],
         "outputs": [],
     },
 ]
