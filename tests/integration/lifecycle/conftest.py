@@ -195,12 +195,12 @@ def send_raw(chain, raw: bytes, *, wait: bool = True) -> str:
 def follower_from_head(world, chain):
     """Start the chain follower at the current head: earlier tests' payments on the shared session chain
     stay out of this test's ledger."""
-    from billing.models import ChainCursor
+    from billing.models import ChainBlock, ChainCursor
 
     head = chain.w3.eth.get_block("latest")
-    return ChainCursor.objects.create(
-        contract=world.contract, last_block=head["number"], last_block_hash=head["hash"].to_0x_hex().lower()
-    )
+    block_hash = head["hash"].to_0x_hex().lower()
+    ChainBlock.objects.create(contract=world.contract, number=head["number"], hash=block_hash)  # a fork point
+    return ChainCursor.objects.create(contract=world.contract, last_block=head["number"], last_block_hash=block_hash)
 
 
 def post_webhook(client, world, body: dict):
