@@ -404,7 +404,10 @@ class Stack:
     children: list[Child] = field(default_factory=list, init=False)
     anvil: Child | None = field(default=None, init=False)
     stop_postgres: Callable[[], None] | None = field(default=None, init=False)
-    stopping: threading.Event = field(default_factory=threading.Event, init=False)
+    # Set by the signal handler, read by the main loop. A plain attribute on purpose: a handler runs between
+    # two bytecodes of the main thread, so taking a lock there (printing, Event.set) can deadlock.
+    stop_signal: int | None = field(default=None, init=False)
+    stop_announced: bool = field(default=False, init=False)
     env: dict[str, str] = field(default_factory=dict, init=False)
     embedded_db: bool = field(default=False, init=False)
     db_uri: str = field(default="", init=False)
@@ -435,13 +438,19 @@ class Stack:
         return f"http://127.0.0.1:{self.port}"
 
     def check_stop(self) -> None:
-        if self.stopping.is_set():
+        if self.stop_requested():
             raise Interrupted()
 
     def request_stop(self, signum: int, _frame=None) -> None:
-        if not self.stopping.is_set():
-            self.say(f"{signal.Signals(signum).name}: stopping")
-        self.stopping.set()
+        self.stop_signal = signum
+
+    def stop_requested(self) -> bool:
+        if self.stop_signal is None:
+            return False
+        if not self.stop_announced:
+            self.stop_announced = True
+            self.say(f"{signal.Signals(self.stop_signal).name}: stopping")
+        return True
 
     def manage(self, *args: str) -> list[str]:
         return [self.python, str(MANAGE), *args]
@@ -452,9 +461,9 @@ class Stack:
         started = time.monotonic()
         child = spawn(name, args, env=self.env, console=self.console)
         while child.alive():
-            if self.stopping.is_set() or time.monotonic() - started > timeout:
+            if self.stop_requested() or time.monotonic() - started > timeout:
                 stop_children([child], timeout=10)
-                if self.stopping.is_set():
+                if self.stop_requested():
                     raise Interrupted()
                 raise StackError(f"{name} took longer than {timeout:.0f}s")
             time.sleep(0.1)
@@ -642,12 +651,13 @@ class Stack:
             )
         )
         if manage_command_exists("run_dev_indexer"):
-            self.children.append(spawn("indexer", self.manage("run_dev_indexer"), env=self.env, console=self.console))
+            indexer = self.manage("run_dev_indexer", "--api-url", self.base_url)  # webhooks go to this web server
+            self.children.append(spawn("indexer", indexer, env=self.env, console=self.console))
         else:
             self.notes.append("dev indexer: manage.py run_dev_indexer does not exist yet, not started")
         self.remember()
         web = self.children[0]
-        wait_http(f"{self.base_url}/healthz", timeout=60, alive=web.alive, should_stop=self.stopping.is_set)
+        wait_http(f"{self.base_url}/healthz", timeout=60, alive=web.alive, should_stop=self.stop_requested)
 
     def banner(self, started: float) -> None:
         self.say(f"{READY_MARK} {time.monotonic() - started:.1f}s")
@@ -665,7 +675,8 @@ class Stack:
 
     def supervise(self) -> int:
         """Wait for a signal (exit 0) or for a child to die on its own (exit 1)."""
-        while not self.stopping.wait(0.25):
+        while not self.stop_requested():
+            time.sleep(0.25)
             for child in self.children:
                 if not child.alive():
                     self.say(f"{child.name} exited unexpectedly with code {child.proc.returncode}: stopping the rest")

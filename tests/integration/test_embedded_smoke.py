@@ -154,6 +154,23 @@ class Output:
         return "".join(self.lines[-200:])
 
 
+def kill_stack(proc: subprocess.Popen, data_dir) -> None:
+    """A hung supervisor: kill it and everything under it (children run in their own process groups)."""
+    victims = psutil.Process(proc.pid).children(recursive=True)
+    if (pg := devstack.postgres_pid(data_dir)) is not None:
+        victims.append(psutil.Process(pg))
+    proc.kill()
+    for victim in victims:
+        try:
+            os.killpg(victim.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            victim.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
 def admin_login(base: str, username: str, password: str) -> requests.Response:
     session = requests.Session()
     page = session.get(f"{base}/admin/login/", timeout=10)
@@ -189,10 +206,14 @@ def test_devstack_whole_stack_and_ctrl_c(tmp_path):
     pg_pid = None
     try:
         out.wait_for(r"^devstack\s*\| ready in", timeout=240)
+        out.wait_for(r"^devstack\s*\| Ctrl-C stops everything", timeout=10)  # the banner's last line
         base = f"http://127.0.0.1:{port}"
         children = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
         names = " ".join(" ".join(psutil.Process(pid).cmdline()) for pid in children if not gone(pid))
-        for needle in ("gunicorn", "worker", "beat", str(devstack.ANVIL_BIN)):
+        expected = ["gunicorn", "worker", "beat", str(devstack.ANVIL_BIN)]
+        if devstack.manage_command_exists("run_dev_indexer"):
+            expected.append(f"run_dev_indexer --api-url {base}")
+        for needle in expected:
             assert needle in names, f"{needle} not running under devstack: {names}"
         pg_pid = devstack.postgres_pid(data_dir)
         assert pg_pid is not None and not gone(pg_pid)
@@ -216,7 +237,7 @@ def test_devstack_whole_stack_and_ctrl_c(tmp_path):
         try:
             code = proc.wait(timeout=90)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            kill_stack(proc, data_dir)
             raise
         out.thread.join(timeout=5)
     assert code == 0, out.text()
