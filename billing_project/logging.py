@@ -90,9 +90,8 @@ class RequestIdMiddleware:
         request.request_id = request_id
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
-        try:
-            response = self.get_response(request)
-        finally:
-            structlog.contextvars.unbind_contextvars("request_id")
+        # Left bound after the response: Django logs 4xx/5xx lines ("Not Found: ...") after the middleware
+        # returns, and they belong to this request too. The next request clears it.
+        response = self.get_response(request)
         response["X-Request-ID"] = request_id
         return response
