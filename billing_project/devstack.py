@@ -290,7 +290,6 @@ class Child:
     name: str
     proc: subprocess.Popen
     pump: threading.Thread | None = None
-    expected_exit: bool = False
 
     @property
     def pid(self) -> int:
@@ -331,7 +330,6 @@ def stop_children(children: Sequence[Child], *, timeout: float = 20) -> None:
     gracefully (a prefork child killed mid-task would have its task redelivered for nothing).
     """
     for child in children:
-        child.expected_exit = True
         if child.alive():
             child.proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + timeout
