@@ -13,7 +13,7 @@ import structlog
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from eth_utils import is_address, to_checksum_address
+from eth_utils import is_address, is_checksum_address, to_checksum_address
 
 from billing.adapters.base import CheckoutPayload, CheckoutRequest
 from billing.adapters.registry import get_adapter
@@ -171,6 +171,10 @@ def checkout_create(
         raise CheckoutError("provider_disabled", "The plan's payment provider is disabled.", field="plan")
     if not isinstance(payer_address, str) or not is_address(payer_address):
         raise CheckoutError("invalid_wallet", "The wallet is not an EVM address.", field="wallet")
+    digits = payer_address[2:]
+    if digits not in (digits.lower(), digits.upper()) and not is_checksum_address(payer_address):
+        # eth_utils 6 no longer checks EIP-55 in is_address: mixed case that fails it is a typo.
+        raise CheckoutError("invalid_wallet", "The wallet's EIP-55 checksum does not match.", field="wallet")
     payer = to_checksum_address(payer_address)
     if not 1 <= periods <= 36:
         raise CheckoutError("invalid_periods", "Periods must be between 1 and 36.", field="periods")
