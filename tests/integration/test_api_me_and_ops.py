@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from auditlog.models import LogEntry
+from django.conf import settings
 from django.core.cache import cache
 from django.test import override_settings
 from django.utils import timezone
@@ -35,19 +36,14 @@ def test_token_issue_and_throttle(plain_user):
     me = token_client(None)
     me.credentials(HTTP_AUTHORIZATION=f"Token {ok.json()['token']}")
     assert me.get("/v1/billing/me/settings").status_code == 200
-    with override_settings(
-        REST_FRAMEWORK={
-            **__import__("django.conf").conf.settings.REST_FRAMEWORK,
-            "DEFAULT_THROTTLE_RATES": {"token": "2/min", "siwe": "2/min", "checkout": "2/min"},
-        }
-    ):
-        from rest_framework.settings import api_settings
+    from rest_framework.settings import api_settings
+    from rest_framework.throttling import SimpleRateThrottle
 
-        api_settings.reload()
-        from rest_framework.throttling import SimpleRateThrottle
-
-        SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
-        try:
+    rates = {"token": "2/min", "siwe": "2/min", "checkout": "2/min"}
+    try:
+        with override_settings(REST_FRAMEWORK={**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates}):
+            # THROTTLE_RATES is read once at import; point it at the overridden rates for this block.
+            SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
             cache.clear()
             codes = [client.post("/v1/auth/token", {"username": "x", "password": "y"}).status_code for _ in range(3)]
             assert codes == [400, 400, 429]
@@ -57,9 +53,10 @@ def test_token_issue_and_throttle(plain_user):
             user = token_client(plain_user)
             siwe = [user.post("/v1/profile/wallets/siwe/nonce").status_code for _ in range(3)]
             assert siwe == [201, 201, 429]
-        finally:
-            api_settings.reload()
-            SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
+    finally:
+        # override_settings' exit reloaded api_settings with the real rates; restore the class attribute.
+        SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
+    assert SimpleRateThrottle.THROTTLE_RATES["token"] == settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["token"]
 
 
 def test_me_settings_history_subscription_and_cancel(user_api, plain_user):

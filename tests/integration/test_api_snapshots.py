@@ -60,7 +60,9 @@ def world(plain_user):
     cache.clear()
     objects = build_catalog()
     plan = objects["plan"]
-    objects["tx"] = f.ConfirmedTransactionFactory(user=plain_user, plan=plan, payer_address=f.random_address())
+    objects["tx"] = f.ConfirmedTransactionFactory(
+        user=plain_user, plan=plan, payer_address=f.random_address(), block_number=1001
+    )
     f.SubscriptionFactory(user=plain_user, plan=plan)
     Wallet.objects.create(user=plain_user, address=f.random_address(), chain_id=31337, verified_at=plan.created_at)
     f.NotificationFactory(user=plain_user, title="Payment confirmed", body="Your Pro plan is active.")
