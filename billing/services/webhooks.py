@@ -266,6 +266,23 @@ def inbound_event_process(*, event_id: int, client=None, force: bool = False) ->
         return _finish(event, InboundEvent.Status.PROCESSED, note, tx=effect.transaction)
 
 
+def _error_item(name: str, *types: str) -> dict:
+    return {"type": "error", "name": name, "inputs": [{"name": f"a{i}", "type": t} for i, t in enumerate(types)]}
+
+
+# A payment that pulls an ERC-20 bubbles up the token's own error (no approve, too little balance): the
+# standard ERC-6093 errors and SafeERC20's, so the reason names them instead of showing raw hex.
+TOKEN_ERRORS = [
+    _error_item("ERC20InsufficientAllowance", "address", "uint256", "uint256"),
+    _error_item("ERC20InsufficientBalance", "address", "uint256", "uint256"),
+    _error_item("ERC20InvalidSender", "address"),
+    _error_item("ERC20InvalidReceiver", "address"),
+    _error_item("ERC20InvalidSpender", "address"),
+    _error_item("ERC20InvalidApprover", "address"),
+    _error_item("SafeERC20FailedOperation", "address"),
+]
+
+
 def revert_reason(client, contract: PaymentContract, tx_hash: str) -> str | None:
     """Replay a reverted transaction with eth_call at its block to read the custom error."""
     from billing.chain.abi import decode_error
@@ -279,7 +296,7 @@ def revert_reason(client, contract: PaymentContract, tx_hash: str) -> str | None
         client.call("eth_call", [call, original["blockNumber"]])
     except RpcError as exc:
         data = getattr(exc, "data", None)
-        name = decode_error(contract.abi, data) if data else None
+        name = decode_error([*contract.abi, *TOKEN_ERRORS], data) if data else None
         return name or str(exc)[:200]
     return None
 
