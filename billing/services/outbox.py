@@ -64,6 +64,14 @@ def backoff_seconds(attempt: int) -> float:
     return random.uniform(cap / 2, cap)
 
 
+class DeliveryRefused(RuntimeError):
+    """The subscriber answered with a non-2xx status: kept on the attempt row for the operator."""
+
+    def __init__(self, status_code: int):
+        super().__init__(f"HTTP {status_code}")
+        self.status_code = status_code
+
+
 def _external(name: str) -> dict | None:
     return next((s for s in settings.BILLING_EXTERNAL_SUBSCRIBERS if s["name"] == name), None)
 
@@ -87,7 +95,7 @@ def _deliver(delivery: OutboxDelivery) -> int | None:
     }
     response = requests.post(target["url"], data=body, headers=headers, timeout=settings.BILLING_OUTBOX_HTTP_TIMEOUT)
     if response.status_code >= 300:
-        raise RuntimeError(f"HTTP {response.status_code}")
+        raise DeliveryRefused(response.status_code)
     return response.status_code
 
 
@@ -117,7 +125,9 @@ def outbox_delivery_attempt(*, delivery_id: int, force: bool = False) -> OutboxD
         except Exception as exc:  # any failure is a retry, recorded with its reason
             ok = False
             error = f"{type(exc).__name__}: {exc}"[:2000]
-            status_code = getattr(getattr(exc, "response", None), "status_code", None)
+            status_code = getattr(exc, "status_code", None) or getattr(
+                getattr(exc, "response", None), "status_code", None
+            )
         duration_ms = int((time.monotonic() - started) * 1000)
         delivery.attempts += 1
         DeliveryAttempt.objects.create(
