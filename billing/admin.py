@@ -27,6 +27,7 @@ from billing.models import (
     InboundEvent,
     Network,
     NetworkFallback,
+    OperatorTransaction,
     OutboxDelivery,
     OutboxEvent,
     PaymentContract,
@@ -775,3 +776,26 @@ class DeliveryAttemptAdmin(ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmi
     date_hierarchy = "attempted_at"
     show_full_result_count = False
     raw_id_fields = ("delivery",)
+
+
+@admin.register(OperatorTransaction)
+class OperatorTransactionAdmin(ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = (
+        "id",
+        "kind",
+        "status",
+        "network",
+        "nonce",
+        "replacements",
+        "mined_tx_hash",
+        "requested_by",
+        "created_at",
+    )
+    list_filter = ("kind", "status", "network")
+    list_select_related = ("network",)
+    search_fields = ("requested_by",)
+    hash_search_fields = ("mined_tx_hash",)
+    int_search_fields = ("nonce",)
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    raw_id_fields = ("payment",)

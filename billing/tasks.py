@@ -111,3 +111,17 @@ def subscriptions_advance() -> int:
     for pk in ids:
         subscription_advance(subscription_id=pk)
     return len(ids)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def operator_txs_sweep() -> int:
+    """Pending refunds and withdrawals: record receipts, replace the stuck ones with a higher fee."""
+    from billing.services.operator_txs import operator_tx_watch, operator_txs_pending_ids
+
+    ids = operator_txs_pending_ids()
+    for pk in ids:
+        try:
+            operator_tx_watch(row_id=pk)
+        except Exception as exc:  # the next sweep tries again
+            log.warning("operator_tx.watch_failed", row_id=pk, error=f"{type(exc).__name__}: {exc}")
+    return len(ids)

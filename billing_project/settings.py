@@ -232,4 +232,5 @@ CELERY_BEAT_SCHEDULE = {
     "receipts-sweep": {"task": "billing.tasks.receipts_sweep", "schedule": 15.0},
     "checkouts-expire": {"task": "billing.tasks.checkouts_expire", "schedule": 60.0},
     "subscriptions-advance": {"task": "billing.tasks.subscriptions_advance", "schedule": 60.0},
+    "operator-txs-sweep": {"task": "billing.tasks.operator_txs_sweep", "schedule": 15.0},
 }

@@ -380,3 +380,20 @@ class NotificationFactory(factory.django.DjangoModelFactory):
     kind = "payment_confirmed"
     title = "Payment confirmed"
     dedupe_key = factory.Sequence(lambda n: f"notif-{n}")
+
+
+class OperatorTransactionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = m.OperatorTransaction
+
+    kind = m.OperatorTransaction.Kind.REFUND
+    status = m.OperatorTransaction.Status.PENDING
+    network = factory.SubFactory(NetworkFactory)
+    chain_id = factory.LazyAttribute(lambda o: o.network.chain_id)
+    sender = factory.LazyFunction(random_address)
+    to = factory.LazyFunction(random_address)
+    nonce = factory.Sequence(lambda n: n)
+    max_fee_per_gas = 2_000_000_000
+    max_priority_fee_per_gas = 1_000_000_000
+    tx_hashes = factory.LazyFunction(lambda: [random_hash()])
+    requested_by = "user:1"

@@ -315,12 +315,53 @@ def _replacement_fees(client: ChainClient, sent: SentTx, *, percent: int, cap: i
     return Fees(max_fee_per_gas=max_fee, max_priority_fee_per_gas=tip, base_fee_per_gas=base)
 
 
-def _find_receipt(client: ChainClient, hashes: tuple[str, ...]) -> dict | None:
+def find_receipt(client: ChainClient, hashes: tuple[str, ...]) -> dict | None:
     for tx_hash in reversed(hashes):  # the newest version is the likeliest to have landed
         receipt = client.get_transaction_receipt(tx_hash)
         if receipt is not None:
             return receipt
     return None
+
+
+def replace_once(*, client: ChainClient, sent: SentTx, fee_bump_percent: int, config=None) -> SentTx:
+    """Re-sign the same nonce with fees bumped by at least fee_bump_percent (never under 10 %, never above the
+    cap) and broadcast it. Returns the new version (its hash appended to `hashes`), or `sent` unchanged when
+    the cap leaves no room; when a node refuses the bump as underpriced, the returned version carries the
+    refused fees so the next call escalates from them. "nonce too low" (a version was mined) is raised."""
+    account = operator_account()
+    if account.address.lower() != sent.sender.lower():
+        raise SenderError("The operator key changed since this transaction was sent; cannot replace it.")
+    cap = _gas_cap(config)
+    percent = max(MIN_FEE_BUMP_PERCENT, int(fee_bump_percent))
+    hashes = sent.hashes or (sent.tx_hash,)
+    fees = _replacement_fees(client, sent, percent=percent, cap=cap)
+    if fees is None:
+        logger.warning(
+            "operator_tx_replacement_capped", chain_id=sent.chain_id, tx_hash=hashes[-1], nonce=sent.nonce, cap=str(cap)
+        )
+        return replace(sent, hashes=hashes)
+    candidate = replace(
+        sent, max_fee_per_gas=fees.max_fee_per_gas, max_priority_fee_per_gas=fees.max_priority_fee_per_gas
+    )
+    raw, tx_hash = _sign(account, candidate)
+    try:
+        _broadcast(client, raw, tx_hash)
+    except JsonRpcError as exc:
+        if "underpriced" not in str(exc).lower():
+            raise
+        # The node wants a bigger bump: escalate from these fees next time.
+        logger.warning("operator_tx_replacement_refused", tx_hash=tx_hash, nonce=sent.nonce, error=str(exc))
+        return replace(candidate, hashes=hashes)
+    logger.info(
+        "operator_tx_replaced",
+        chain_id=sent.chain_id,
+        nonce=sent.nonce,
+        tx_hash=tx_hash,
+        replaces=hashes[-1],
+        max_fee_per_gas=str(fees.max_fee_per_gas),
+        max_priority_fee_per_gas=str(fees.max_priority_fee_per_gas),
+    )
+    return replace(candidate, tx_hash=tx_hash, hashes=(*hashes, tx_hash))
 
 
 def wait_or_replace(
@@ -338,16 +379,14 @@ def wait_or_replace(
     """Wait for the transaction; each time it has been pending stuck_after_seconds, re-sign the same nonce
     with fees bumped by at least fee_bump_percent (never under 10 %, never above the cap) and keep waiting.
     Returns the receipt of whichever version landed (check its `status`: a revert is mined too)."""
-    account = operator_account()
-    if account.address.lower() != sent.sender.lower():
+    if operator_account().address.lower() != sent.sender.lower():
         raise SenderError("The operator key changed since this transaction was sent; cannot replace it.")
-    cap = _gas_cap(config)
     percent = max(MIN_FEE_BUMP_PERCENT, int(fee_bump_percent))
     hashes = sent.hashes or (sent.tx_hash,)
     current = replace(sent, hashes=hashes)
     started = last_sent = clock()
     while True:
-        receipt = _find_receipt(client, hashes)
+        receipt = find_receipt(client, hashes)
         if receipt is not None:
             logger.info(
                 "operator_tx_mined",
@@ -361,7 +400,7 @@ def wait_or_replace(
         mined_nonce = int(client.call("eth_getTransactionCount", [sent.sender, "latest"]), 16)
         if mined_nonce > sent.nonce:
             # The nonce is used. One of ours, mined between the two reads? Otherwise someone else's.
-            receipt = _find_receipt(client, hashes)
+            receipt = find_receipt(client, hashes)
             if receipt is not None:
                 continue
             raise NonceTakenElsewhere(
@@ -372,45 +411,13 @@ def wait_or_replace(
             raise TxNotMined(f"Transaction {hashes[-1]} (nonce {sent.nonce}) not mined after {timeout:g}s.")
         if now - last_sent >= stuck_after_seconds:
             last_sent = now
-            fees = _replacement_fees(client, current, percent=percent, cap=cap)
-            if fees is None:
-                logger.warning(
-                    "operator_tx_replacement_capped",
-                    chain_id=sent.chain_id,
-                    tx_hash=hashes[-1],
-                    nonce=sent.nonce,
-                    cap=str(cap),
-                )
-            else:
-                candidate = replace(
-                    current,
-                    max_fee_per_gas=fees.max_fee_per_gas,
-                    max_priority_fee_per_gas=fees.max_priority_fee_per_gas,
-                )
-                raw, tx_hash = _sign(account, candidate)
-                try:
-                    _broadcast(client, raw, tx_hash)
-                except JsonRpcError as exc:
-                    text = str(exc).lower()
-                    if "nonce too low" in text:
-                        continue  # a version was just mined: the next loop finds its receipt
-                    if "underpriced" not in text:
-                        raise
-                    # The node wants a bigger bump: escalate from these fees next time.
-                    current = candidate
-                    logger.warning("operator_tx_replacement_refused", tx_hash=tx_hash, nonce=sent.nonce, error=str(exc))
-                else:
-                    hashes = (*hashes, tx_hash)
-                    current = replace(candidate, tx_hash=tx_hash, hashes=hashes)
-                    logger.info(
-                        "operator_tx_replaced",
-                        chain_id=sent.chain_id,
-                        nonce=sent.nonce,
-                        tx_hash=tx_hash,
-                        replaces=hashes[-2],
-                        max_fee_per_gas=str(fees.max_fee_per_gas),
-                        max_priority_fee_per_gas=str(fees.max_priority_fee_per_gas),
-                    )
+            try:
+                current = replace_once(client=client, sent=current, fee_bump_percent=percent, config=config)
+            except JsonRpcError as exc:
+                if "nonce too low" in str(exc).lower():
+                    continue  # a version was just mined: the next loop finds its receipt
+                raise
+            hashes = current.hashes
         sleep(poll)
 
 
@@ -424,7 +431,9 @@ __all__ = [
     "SentTx",
     "TxNotMined",
     "operator_account",
+    "replace_once",
     "send_transaction",
+    "find_receipt",
     "suggest_fees",
     "wait_or_replace",
 ]

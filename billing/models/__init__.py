@@ -3,6 +3,7 @@ from billing.models.contract import PaymentContract
 from billing.models.idempotency import IdempotencyKey
 from billing.models.inbound import InboundEvent
 from billing.models.network import CryptoConfig, Network, NetworkFallback, RpcEndpoint, Token
+from billing.models.operator_tx import OperatorTransaction
 from billing.models.outbox import DeliveryAttempt, OutboxDelivery, OutboxEvent
 from billing.models.plan import Interval, Plan
 from billing.models.provider import PaymentProvider
@@ -29,6 +30,7 @@ __all__ = [
     "LIVE_SUBSCRIPTION_STATUSES",
     "Network",
     "NetworkFallback",
+    "OperatorTransaction",
     "OutboxDelivery",
     "OutboxEvent",
     "PaymentContract",

@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from billing.fields import TokenAmountField, to_display
+from billing.fields import UINT256_MAX, TokenAmountField, to_display
 from billing.models.contract import PaymentContract
 from billing.models.network import Token
 from billing.models.provider import PaymentProvider
@@ -65,6 +65,7 @@ class Plan(models.Model):
         ordering = ["sort_order", "tier", "slug"]
         constraints = [
             models.CheckConstraint(condition=models.Q(price_amount__gt=0), name="plan_price_positive"),
+            models.CheckConstraint(condition=models.Q(price_amount__lte=UINT256_MAX), name="plan_price_uint256"),
             models.CheckConstraint(
                 condition=models.Q(interval__in=[c.value for c in Interval]), name="plan_interval_valid"
             ),

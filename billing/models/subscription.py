@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from billing.fields import TokenAmountField
+from billing.fields import UINT256_MAX, TokenAmountField
 from billing.models.network import Token
 from billing.models.plan import Plan
 
@@ -60,6 +60,7 @@ class Subscription(models.Model):
                 name="subscription_period_order",
             ),
             models.CheckConstraint(condition=models.Q(debt_amount__gte=0), name="subscription_debt_non_negative"),
+            models.CheckConstraint(condition=models.Q(debt_amount__lte=UINT256_MAX), name="subscription_debt_uint256"),
         ]
         indexes = [models.Index(fields=["status", "current_period_end"], name="subscription_due_idx")]
 

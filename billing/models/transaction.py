@@ -7,7 +7,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 
-from billing.fields import TokenAmountField, to_display
+from billing.fields import UINT256_MAX, TokenAmountField, to_display
 from billing.models.contract import PaymentContract
 from billing.models.network import Network, Token
 from billing.models.plan import Plan
@@ -96,6 +96,14 @@ class PaymentTransaction(models.Model):
         constraints = [
             models.CheckConstraint(condition=models.Q(status__in=[s.value for s in TxStatus]), name="tx_status_valid"),
             models.CheckConstraint(condition=models.Q(amount__gte=0), name="tx_amount_non_negative"),
+            models.CheckConstraint(condition=models.Q(amount__lte=UINT256_MAX), name="tx_amount_uint256"),
+            models.CheckConstraint(
+                condition=models.Q(fee__isnull=True) | models.Q(fee__lte=UINT256_MAX), name="tx_fee_uint256"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(effective_gas_price__isnull=True) | models.Q(effective_gas_price__lte=UINT256_MAX),
+                name="tx_gas_price_uint256",
+            ),
             models.CheckConstraint(
                 condition=models.Q(fee__isnull=True) | models.Q(fee__gte=0), name="tx_fee_non_negative"
             ),

@@ -132,17 +132,30 @@ def transaction_refund(*, tx: PaymentTransaction, actor, reason: str) -> ActionR
             log.info("operator.refund_requested", transaction_id=locked.pk, tx_hash=locked.tx_hash, user_id=actor.pk)
             why = "no operator key is configured" if isinstance(exc, ImproperlyConfigured) else "no operator sender"
             return ActionResult("refund_requested", f"Recorded, not sent: {why}.", locked)
+        from billing.services.operator_txs import operator_tx_send
+
         client = ChainClient.for_network(locked.contract.network, contract=locked.contract)
         try:
-            sent = sender.send_transaction(client=client, to=locked.contract.address, data=calldata)
+            # A row first: a refund stuck in the mempool is re-sent with a higher fee by the beat sweep.
+            sent = operator_tx_send(
+                kind="refund",
+                network=locked.contract.network,
+                to=locked.contract.address,
+                data=calldata,
+                client=client,
+                requested_by=_actor_label(actor),
+                reason=reason,
+                payment=locked,
+            )
         except Exception as exc:  # the chain refused (cap, nonce, RPC): nothing was sent, say why
             raise OperatorActionError("refund_failed", f"The refund was not sent: {mask_url(str(exc))[:300]}")
-        locked.refund_tx_hash = sent.tx_hash
+        refund_tx_hash = sent.tx_hashes[-1]
+        locked.refund_tx_hash = refund_tx_hash
         locked.save(update_fields=["refund_tx_hash", "updated_at"])
         _audit_note(
-            instance=locked, actor=actor, note="refund_sent", details={**details, "refund_tx_hash": sent.tx_hash}
+            instance=locked, actor=actor, note="refund_sent", details={**details, "refund_tx_hash": refund_tx_hash}
         )
-    log.info("operator.refund_sent", transaction_id=locked.pk, tx_hash=sent.tx_hash, user_id=actor.pk)
+    log.info("operator.refund_sent", transaction_id=locked.pk, tx_hash=refund_tx_hash, user_id=actor.pk)
     return ActionResult("refund_sent", "The refund transaction was sent; the ledger follows the chain.", locked)
 
 

@@ -84,6 +84,7 @@ FACTORIES = {
     m.OutboxEvent: f.OutboxEventFactory,
     m.OutboxDelivery: f.OutboxDeliveryFactory,
     m.DeliveryAttempt: f.DeliveryAttemptFactory,
+    m.OperatorTransaction: f.OperatorTransactionFactory,
     Wallet: f.WalletFactory,
     SiweNonce: f.SiweNonceFactory,
     QuotaGrant: f.QuotaGrantFactory,

@@ -32,6 +32,7 @@ ALL = [
     f.QuotaGrantFactory,
     f.ProcessedQuotaEventFactory,
     f.NotificationFactory,
+    f.OperatorTransactionFactory,
 ]
 
 

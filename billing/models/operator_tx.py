@@ -1,0 +1,72 @@
+"""Transactions the operator key sends (refunds, withdrawals): a row before the broadcast, so a stuck one
+is found and replaced with a higher fee by a beat sweep even after a restart."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from billing.fields import UINT256_MAX, TokenAmountField
+from billing.models.network import Network
+
+
+class OperatorTransaction(models.Model):
+    class Kind(models.TextChoices):
+        REFUND = "refund"
+        WITHDRAW = "withdraw"
+
+    class Status(models.TextChoices):
+        NEW = "new", "new (not broadcast yet)"
+        PENDING = "pending"
+        MINED = "mined"
+        REVERTED = "reverted"
+        FAILED = "failed", "failed (never broadcast)"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.NEW)
+    network = models.ForeignKey(Network, on_delete=models.PROTECT, related_name="operator_transactions")
+    chain_id = models.PositiveBigIntegerField()
+    payment = models.ForeignKey(
+        "billing.PaymentTransaction",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="operator_transactions",
+    )
+    sender = models.CharField(max_length=42, blank=True)
+    to = models.CharField(max_length=42)
+    data = models.TextField(default="0x")
+    value = TokenAmountField(default=0)
+    gas = models.PositiveBigIntegerField(null=True, blank=True)
+    nonce = models.PositiveBigIntegerField(null=True, blank=True)
+    max_fee_per_gas = TokenAmountField(null=True, blank=True)
+    max_priority_fee_per_gas = TokenAmountField(null=True, blank=True)
+    tx_hashes = models.JSONField(default=list, blank=True, help_text="Every version broadcast, oldest first.")
+    mined_tx_hash = models.CharField(max_length=66, blank=True)
+    block_number = models.PositiveBigIntegerField(null=True, blank=True)
+    replacements = models.PositiveSmallIntegerField(default=0)
+    requested_by = models.CharField(max_length=128)
+    reason = models.CharField(max_length=500, blank=True)
+    error = models.TextField(blank=True)
+    last_sent_at = models.DateTimeField(null=True, blank=True)
+    mined_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["chain_id", "sender", "nonce"],
+                condition=models.Q(nonce__isnull=False),
+                name="operator_tx_unique_nonce",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(status__in=["new", "pending", "mined", "reverted", "failed"]),
+                name="operator_tx_status_valid",
+            ),
+            models.CheckConstraint(condition=models.Q(value__lte=UINT256_MAX), name="operator_tx_value_uint256"),
+        ]
+        indexes = [models.Index(fields=["status", "last_sent_at"], name="operator_tx_pending_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.status} nonce={self.nonce}"
