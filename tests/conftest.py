@@ -85,3 +85,12 @@ def pytest_configure(config):
     from billing_project.celery import app
 
     app.conf.broker_url = "memory://"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttle_cache():
+    """DRF throttles count in the cache: each test starts with a clean count, whatever ran before it."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
