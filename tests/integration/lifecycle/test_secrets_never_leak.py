@@ -1,0 +1,156 @@
+"""Canary secrets — a webhook secret (current and previous), an RPC provider key and the quote signer's and
+operator's private keys — drive a whole flow (checkout, payment, webhook, confirmation, refund, admin pages,
+admin API, audit, metrics) and never appear in any response, page, log line, audit entry or /metrics."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+import structlog
+from auditlog.models import LogEntry
+from django.urls import reverse
+
+from billing.models import PaymentTransaction, RpcEndpoint
+from billing.services.receipts import transaction_check_receipt
+from billing.services.webhooks import inbound_event_process
+from tests.anvil import ANVIL_KEYS
+from tests.integration.lifecycle.conftest import PAYERS, send_steps, signed_webhook, webhook_body
+
+pytestmark = [pytest.mark.chain, pytest.mark.django_db]
+
+CANARY_WHSEC = "whsec_CANARY_current_7f3a9c"
+CANARY_PREVIOUS = "whsec_CANARY_previous_51be02"
+CANARY_RPC = "CANARYRPCKEY4d2e"
+
+
+@pytest.fixture
+def all_logs():
+    """Every log line of the test, formatted by the project's JSON formatter, at DEBUG."""
+    project = next(
+        h for h in logging.getLogger().handlers if isinstance(h.formatter, structlog.stdlib.ProcessorFormatter)
+    )
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(project.formatter)
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield buffer
+    root.removeHandler(handler)
+    root.setLevel(old_level)
+
+
+def test_canaries_never_leak(
+    chain, world, user_api, admin_api, support_api, api_client, client, billing_admin_user, all_logs
+):
+    contract = world.contract
+    contract.webhook_secret = CANARY_PREVIOUS
+    contract.save()
+    contract.rotate_webhook_secret(CANARY_WHSEC)
+    contract.fallback_rpc = f"https://fallback.example/{CANARY_RPC}"
+    contract.save()
+    RpcEndpoint.objects.filter(network=world.network).update(url=f"{chain.anvil.url}/?apikey={CANARY_RPC}")
+    RpcEndpoint.objects.create(network=world.network, position=5, url=f"http://127.0.0.1:9/{CANARY_RPC}")
+    seen: list[str] = []
+
+    def keep(response):
+        seen.append(response.content.decode(errors="replace"))
+        return response
+
+    # A whole payment: checkout, wallet steps, tx report, signed webhook, confirmation at depth, refund.
+    body = keep(
+        user_api.post("/v1/billing/checkout", {"plan": "eth-pro", "wallet": PAYERS[0].address}, format="json")
+    ).json()
+    (tx_hash,) = send_steps(chain, PAYERS[0], body["payment"])
+    keep(user_api.post(f"/v1/billing/checkout/{body['id']}/tx", {"tx_hash": tx_hash}, format="json"))
+    tx = PaymentTransaction.objects.get(public_id=body["id"])
+    raw, signature = signed_webhook(webhook_body(chain, tx, tx_hash=tx_hash, delivery_id="canary-1"), CANARY_WHSEC)
+    keep(
+        api_client.post(
+            f"/v1/billing/webhooks/contracts/{contract.slug}",
+            raw,
+            content_type="application/json",
+            HTTP_X_BILLING_SIGNATURE=signature,
+        )
+    )
+    _, bad = signed_webhook({"id": "x"}, "wrong")
+    keep(
+        api_client.post(
+            f"/v1/billing/webhooks/contracts/{contract.slug}",
+            raw,
+            content_type="application/json",
+            HTTP_X_BILLING_SIGNATURE=bad,
+        )
+    )
+    chain.anvil.mine(2)
+    inbound_event_process(event_id=contract.inbound_events.get(delivery_id="canary-1").pk)
+    transaction_check_receipt(transaction_id=tx.pk)
+    keep(admin_api.post(f"/v1/billing/admin/transactions/{body['id']}/refund", {"reason": "canary"}, format="json"))
+    keep(admin_api.post("/v1/billing/admin/crypto-config/test-connection", {}, format="json"))
+
+    # Every read a client or an operator makes.
+    for path in [
+        "/v1/billing/plans",
+        "/v1/billing/me/settings",
+        "/v1/billing/me/history",
+        "/v1/billing/me/subscription",
+        f"/v1/billing/checkout/{body['id']}",
+        "/v1/notifications",
+    ]:
+        keep(user_api.get(path))
+    admin_paths = [
+        "plans",
+        "providers",
+        "contracts",
+        f"contracts/{contract.slug}",
+        f"contracts/{contract.slug}/events",
+        "networks",
+        f"networks/{world.network.slug}",
+        "tokens",
+        "crypto-config",
+        "transactions",
+        f"transactions/{body['id']}",
+        "outbox",
+        f"audit?model=billing.paymentcontract&object_id={contract.pk}",
+        f"audit?model=billing.rpcendpoint&object_id={world.network.rpc_endpoints.first().pk}",
+    ]
+    for api in (admin_api, support_api):
+        for path in admin_paths:
+            keep(api.get(f"/v1/billing/admin/{path}"))
+    keep(api_client.get("/metrics"))
+    keep(api_client.get("/api/schema/"))
+
+    # The console.
+    client.force_login(billing_admin_user)
+    billing_admin_user.is_superuser = True  # every admin page, whatever the role's permissions
+    billing_admin_user.save()
+    for url in [
+        reverse("admin:billing_paymentcontract_change", args=[contract.pk]),
+        reverse("admin:billing_paymentcontract_changelist"),
+        reverse("admin:billing_paymentcontract_history", args=[contract.pk]),
+        reverse("admin:billing_network_change", args=[world.network.pk]),
+        reverse("admin:billing_rpcendpoint_changelist"),
+        reverse("admin:billing_paymenttransaction_change", args=[tx.pk]),
+        reverse("admin:billing_operatortransaction_changelist"),
+        reverse("admin:billing_inboundevent_changelist"),
+        reverse("admin:auditlog_logentry_changelist"),
+    ]:
+        response = keep(client.get(url))
+        assert response.status_code == 200, url
+
+    audit = " ".join(str(e.changes) + str(e.additional_data) for e in LogEntry.objects.all())
+    logs = all_logs.getvalue()
+    assert "refund" in logs and "webhook.bad_signature" in logs  # the flow really ran and logged
+    secrets = {
+        "webhook secret": CANARY_WHSEC,
+        "previous webhook secret": CANARY_PREVIOUS,
+        "RPC key": CANARY_RPC,
+        "quote signer key": ANVIL_KEYS[1][2:],
+        "operator key": ANVIL_KEYS[0][2:],
+    }
+    for where, text in {"responses and pages": "\n".join(seen), "log lines": logs, "audit entries": audit}.items():
+        for name, secret in secrets.items():
+            assert secret not in text, f"the {name} appears in {where}"
