@@ -12,51 +12,12 @@ from django.utils import timezone
 from eth_utils import to_checksum_address
 
 from billing import models as m
+from billing.services.demo import MINIMAL_PASS_ABI
 from notifications.models import Notification
 from profiles.models import ProcessedQuotaEvent, QuotaGrant, SiweNonce, Wallet
 
-MINIMAL_ABI = [
-    {
-        "type": "function",
-        "name": "pay",
-        "stateMutability": "payable",
-        "inputs": [
-            {
-                "name": "quote",
-                "type": "tuple",
-                "components": [
-                    {"name": "orderId", "type": "bytes32"},
-                    {"name": "payer", "type": "address"},
-                    {"name": "planId", "type": "uint256"},
-                    {"name": "token", "type": "address"},
-                    {"name": "amount", "type": "uint256"},
-                    {"name": "periods", "type": "uint64"},
-                    {"name": "deadline", "type": "uint64"},
-                ],
-            },
-            {"name": "signature", "type": "bytes"},
-        ],
-        "outputs": [],
-    },
-    {
-        "type": "function",
-        "name": "refund",
-        "stateMutability": "nonpayable",
-        "inputs": [{"name": "orderId", "type": "bytes32"}],
-        "outputs": [],
-    },
-    {
-        "type": "function",
-        "name": "withdraw",
-        "stateMutability": "nonpayable",
-        "inputs": [
-            {"name": "token", "type": "address"},
-            {"name": "to", "type": "address"},
-            {"name": "amount", "type": "uint256"},
-        ],
-        "outputs": [],
-    },
-]
+# The same function signatures as contracts/SubscriptionPass.sol (pay, refund, withdraw).
+MINIMAL_ABI = MINIMAL_PASS_ABI
 
 
 def random_address() -> str:

@@ -197,18 +197,7 @@ def subscription_advance(*, subscription_id: int, now: datetime | None = None) -
             )
             return sub
         if sub.cancel_at_period_end:
-            sub.status = SubscriptionStatus.CANCELED
-            sub.ended_at = now
-            sub.save()
-            _emit_plan_changed(
-                user_id=sub.user_id,
-                previous_plan=previous,
-                plan=None,
-                reason="canceled",
-                transaction_id=None,
-                period_end=sub.current_period_end,
-            )
-            return sub
+            return _end(sub, status=SubscriptionStatus.CANCELED, reason="canceled", now=now)
         sub.status = SubscriptionStatus.PAST_DUE
         sub.grace_until = sub.current_period_end + timedelta(days=sub.plan.grace_period_days)
         sub.debt_amount = sub.plan.price_amount
@@ -229,17 +218,23 @@ def subscription_advance(*, subscription_id: int, now: datetime | None = None) -
         )
         return sub
     if sub.status == SubscriptionStatus.PAST_DUE and sub.grace_until and sub.grace_until <= now:
-        sub.status = SubscriptionStatus.EXPIRED
-        sub.ended_at = now
-        sub.save()
-        _emit_plan_changed(
-            user_id=sub.user_id,
-            previous_plan=previous,
-            plan=None,
-            reason="expired",
-            transaction_id=None,
-            period_end=sub.current_period_end,
-        )
+        return _end(sub, status=SubscriptionStatus.EXPIRED, reason="expired", now=now)
+    return sub
+
+
+def _end(sub: Subscription, *, status: str, reason: str, now: datetime) -> Subscription:
+    """The period is over and nothing follows: no plan from now on."""
+    sub.status = status
+    sub.ended_at = now
+    sub.save()
+    _emit_plan_changed(
+        user_id=sub.user_id,
+        previous_plan=sub.plan,
+        plan=None,
+        reason=reason,
+        transaction_id=None,
+        period_end=sub.current_period_end,
+    )
     return sub
 
 
