@@ -16,7 +16,9 @@ pytestmark = [pytest.mark.chain, pytest.mark.django_db]
 
 def checkout(user_api, plan: str, payer, **extra):
     response = user_api.post(
-        "/v1/billing/checkout", {"plan": plan, "wallet": payer.address, **extra}, format="json",
+        "/v1/billing/checkout",
+        {"plan": plan, "wallet": payer.address, **extra},
+        format="json",
         HTTP_IDEMPOTENCY_KEY=f"k-{plan}-{payer.address}-{extra}",
     )
     assert response.status_code == 201, response.content
@@ -96,5 +98,9 @@ def test_bad_signature_is_refused_and_nothing_stored(chain, world, api_client):
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "invalid_signature"
     assert not world.contract.inbound_events.exists()
-    assert api_client.post("/v1/billing/webhooks/contracts/nope", raw, content_type="application/json",
-                           HTTP_X_BILLING_SIGNATURE=wrong).status_code == 404
+    assert (
+        api_client.post(
+            "/v1/billing/webhooks/contracts/nope", raw, content_type="application/json", HTTP_X_BILLING_SIGNATURE=wrong
+        ).status_code
+        == 404
+    )
