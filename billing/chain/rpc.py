@@ -245,10 +245,23 @@ def record_health(
         values["last_error"] = safe_url(error)[:500]
     if head_block is not None:
         values["last_head_block"] = head_block
+    from django.db import transaction
+
     try:
-        RpcEndpoint.objects.filter(pk=spec.endpoint_id).update(**values)
+        # Best effort, and never a wait: callers ask the chain inside their own transactions (a follower batch,
+        # a webhook), and waiting here on a row another such transaction updated could deadlock the two. A row
+        # held elsewhere is skipped (SKIP LOCKED) and the next call writes it; a savepoint keeps a failed write
+        # from aborting the caller's transaction.
+        with transaction.atomic():
+            free = RpcEndpoint.objects.filter(pk=spec.endpoint_id).select_for_update(skip_locked=True)
+            written = RpcEndpoint.objects.filter(pk__in=free.values("pk")).update(**values)
     except Exception as exc:  # health bookkeeping must never break the call it describes
         logger.warning("rpc_health_write_failed", endpoint=spec.label, error=type(exc).__name__)
+        written = 0
+    if not written:
+        with _STATE_LOCK:
+            state.last_write = float("-inf")
+            state.written_healthy = None
 
 
 # --- one HTTP request -----------------------------------------------------------------------------------
