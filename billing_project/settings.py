@@ -233,4 +233,15 @@ CELERY_BEAT_SCHEDULE = {
     "checkouts-expire": {"task": "billing.tasks.checkouts_expire", "schedule": 60.0},
     "subscriptions-advance": {"task": "billing.tasks.subscriptions_advance", "schedule": 60.0},
     "operator-txs-sweep": {"task": "billing.tasks.operator_txs_sweep", "schedule": 15.0},
+    "notifications-sweep": {"task": "notifications.tasks.notifications_sweep", "schedule": 60.0},
 }
+
+# --- Notifications -----------------------------------------------------------------------------------
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+EMAIL_URL = env.str("EMAIL_URL", default="")
+if EMAIL_URL:
+    vars().update(env.email_url("EMAIL_URL"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="billing@localhost")
+NOTIFICATIONS_OPS_WEBHOOK_URL = env.str("NOTIFICATIONS_OPS_WEBHOOK_URL", default="")
+NOTIFICATIONS_HTTP_TIMEOUT = env.float("NOTIFICATIONS_HTTP_TIMEOUT", default=5.0)
+NOTIFICATIONS_MAX_ATTEMPTS = env.int("NOTIFICATIONS_MAX_ATTEMPTS", default=8)

@@ -21,11 +21,18 @@ def notify(
 ) -> bool:
     try:
         with transaction.atomic():
-            Notification.objects.create(
+            notification = Notification.objects.create(
                 audience=audience, user_id=user_id, kind=kind, title=title, body=body, data=data, dedupe_key=dedupe_key
             )
     except IntegrityError:
         return False
+
+    def kick() -> None:
+        from notifications.tasks import notification_deliver_task
+
+        notification_deliver_task.delay(notification.pk)
+
+    transaction.on_commit(kick)
     return True
 
 

@@ -1,0 +1,88 @@
+"""Delivering notification rows: a user's by email, ops' to the ops webhook (or the log when none is set).
+A row is written first (receivers.py); delivery is retried by a beat sweep until it is sent or has used
+its attempts, when it is marked failed for an operator to see."""
+
+from __future__ import annotations
+
+import json
+
+import requests
+import structlog
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import transaction
+from django.utils import timezone
+
+from notifications.models import Notification
+
+log = structlog.get_logger(__name__)
+
+
+def _send(notification: Notification) -> None:
+    if notification.audience == Notification.Audience.USER:
+        email = getattr(notification.user, "email", "") if notification.user_id else ""
+        if not email:
+            return  # nothing to send to: the in-app list (GET /v1/notifications) is the channel
+        send_mail(notification.title, notification.body, settings.DEFAULT_FROM_EMAIL, [email], fail_silently=False)
+        return
+    url = settings.NOTIFICATIONS_OPS_WEBHOOK_URL
+    if not url:
+        log.warning("ops.notification", kind=notification.kind, title=notification.title, data=notification.data)
+        return
+    body = {
+        "kind": notification.kind,
+        "title": notification.title,
+        "body": notification.body,
+        "data": notification.data,
+        "created_at": notification.created_at.isoformat(),
+    }
+    response = requests.post(
+        url,
+        data=json.dumps(body),
+        headers={"Content-Type": "application/json"},
+        timeout=settings.NOTIFICATIONS_HTTP_TIMEOUT,
+    )
+    if response.status_code >= 300:
+        raise RuntimeError(f"HTTP {response.status_code}")
+
+
+def notification_deliver(*, notification_id: int) -> str:
+    """sent | retry | failed | skipped. Safe to run twice at once (skip_locked)."""
+    with transaction.atomic():
+        notification = (
+            Notification.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("user")
+            .filter(pk=notification_id, status=Notification.Status.PENDING)
+            .first()
+        )
+        if notification is None:
+            return "skipped"
+        notification.attempts += 1
+        try:
+            _send(notification)
+        except Exception as exc:  # any failure is a retry, recorded with its reason
+            notification.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+            if notification.attempts >= settings.NOTIFICATIONS_MAX_ATTEMPTS:
+                notification.status = Notification.Status.FAILED
+            notification.save(update_fields=["attempts", "last_error", "status"])
+            log.warning(
+                "notification.delivery_failed",
+                notification_id=notification.pk,
+                kind=notification.kind,
+                attempts=notification.attempts,
+                error=notification.last_error,
+            )
+            return "failed" if notification.status == Notification.Status.FAILED else "retry"
+        notification.status = Notification.Status.SENT
+        notification.sent_at = timezone.now()
+        notification.last_error = ""
+        notification.save(update_fields=["attempts", "last_error", "status", "sent_at"])
+    return "sent"
+
+
+def notifications_due_ids(*, limit: int = 500) -> list[int]:
+    return list(
+        Notification.objects.filter(status=Notification.Status.PENDING)
+        .order_by("created_at")
+        .values_list("pk", flat=True)[:limit]
+    )

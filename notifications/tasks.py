@@ -1,0 +1,22 @@
+"""Thin tasks: a kick per new notification, and a sweep for whatever a lost message left."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def notification_deliver_task(notification_id: int) -> str:
+    from notifications.services import notification_deliver
+
+    return notification_deliver(notification_id=notification_id)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def notifications_sweep() -> int:
+    from notifications.services import notification_deliver, notifications_due_ids
+
+    ids = notifications_due_ids()
+    for pk in ids:
+        notification_deliver(notification_id=pk)
+    return len(ids)

@@ -1,0 +1,94 @@
+"""plan.changed.v1 and past-due events become notification rows, delivered once: users by email, ops to
+the ops webhook; failures retry and end `failed` after the last attempt."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import uuid
+
+import pytest
+from django.core import mail
+
+from notifications.models import Notification
+from notifications.receivers import handle_past_due, handle_plan_changed
+from notifications.services import notification_deliver, notifications_due_ids
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def plan_changed(user, reason="refunded"):
+    return {
+        "event_id": str(uuid.uuid4()),
+        "user_id": user.pk,
+        "plan": None,
+        "previous_plan": "pro",
+        "reason": reason,
+        "transaction_id": "7",
+        "period_end": None,
+        "limits": {},
+    }
+
+
+@pytest.fixture
+def ops_server(settings):
+    received: list[dict] = []
+    answers = {"status": 200}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(answers["status"])
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings.NOTIFICATIONS_OPS_WEBHOOK_URL = f"http://127.0.0.1:{server.server_address[1]}/ops"
+    yield received, answers
+    server.shutdown()
+
+
+def test_refund_notifies_the_user_by_email_and_ops_by_webhook_once(settings, ops_server):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    received, _ = ops_server
+    user = UserFactory(email="payer@example.test")
+    payload = plan_changed(user)
+    handle_plan_changed(payload)
+    handle_plan_changed(payload)  # at-least-once delivery: the same event again
+    assert Notification.objects.count() == 2
+    for pk in notifications_due_ids():
+        assert notification_deliver(notification_id=pk) == "sent"
+        assert notification_deliver(notification_id=pk) == "skipped"
+    assert [m.to for m in mail.outbox] == [["payer@example.test"]]
+    assert mail.outbox[0].subject == "Your payment was refunded"
+    assert len(received) == 1 and received[0]["kind"] == "ops_refunded"
+    assert set(Notification.objects.values_list("status", flat=True)) == {"sent"}
+
+
+def test_failing_ops_webhook_retries_then_fails(settings, ops_server):
+    settings.NOTIFICATIONS_MAX_ATTEMPTS = 3
+    _, answers = ops_server
+    answers["status"] = 500
+    user = UserFactory()
+    handle_past_due(
+        {
+            "event_id": str(uuid.uuid4()),
+            "user_id": user.pk,
+            "plan": "pro",
+            "grace_until": "x",
+            "debt_amount": "15000000",
+            "debt_token": "dUSD",
+        }
+    )
+    ops = Notification.objects.get(audience="ops")
+    assert [notification_deliver(notification_id=ops.pk) for _ in range(3)] == ["retry", "retry", "failed"]
+    ops.refresh_from_db()
+    assert ops.status == "failed" and ops.attempts == 3 and "HTTP 500" in ops.last_error
+    user_note = Notification.objects.get(audience="user")
+    assert user_note.kind == "renewal_overdue"
+    assert notification_deliver(notification_id=user_note.pk) == "sent"  # no email address: the in-app list
