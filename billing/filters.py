@@ -45,7 +45,8 @@ class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
 
 
 class TransactionFilter(django_filters.FilterSet):
-    status = django_filters.MultipleChoiceFilter(choices=TxStatus.choices)
+    # distinct=False: no join can repeat a row, and DISTINCT over the ledger's wide rows costs a hash of each.
+    status = django_filters.MultipleChoiceFilter(choices=TxStatus.choices, distinct=False)
     provider = django_filters.CharFilter(field_name="provider__slug", help_text="provider (gateway) slug")
     contract = django_filters.CharFilter(field_name="contract__slug", help_text="contract slug")
     network = django_filters.CharFilter(field_name="network__slug", help_text="network slug")

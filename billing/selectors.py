@@ -95,9 +95,21 @@ def crypto_config_get() -> CryptoConfig:
 
 
 def transaction_queryset() -> QuerySet[PaymentTransaction]:
-    return PaymentTransaction.objects.select_related(
-        "token", "network", "contract", "provider", "plan", "user"
-    ).order_by("-created_at", "-id")
+    # The related rows carry large columns no transaction view shows (a contract's ABI, a provider's config,
+    # a user's password hash): leave them in the database.
+    return (
+        PaymentTransaction.objects.select_related("token", "network", "contract", "provider", "plan", "user")
+        .defer(
+            "contract__abi",
+            "contract__webhook_secret",
+            "contract__previous_webhook_secret",
+            "contract__fallback_rpc",
+            "provider__config",
+            "user__password",
+            "checkout_payload",
+        )
+        .order_by("-created_at", "-id")
+    )
 
 
 def transaction_history_for_user(*, user) -> QuerySet[PaymentTransaction]:

@@ -88,7 +88,7 @@ class PaymentTransaction(models.Model):
     refunded_at = models.DateTimeField(null=True, blank=True)
     refund_tx_hash = models.CharField(max_length=66, blank=True)
     checkout_payload = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -127,11 +127,13 @@ class PaymentTransaction(models.Model):
             ),
         ]
         indexes = [
-            models.Index(fields=["status", "-created_at"], name="tx_status_created_idx"),
-            models.Index(fields=["user", "-created_at"], name="tx_user_created_idx"),
-            models.Index(fields=["provider", "-created_at"], name="tx_provider_created_idx"),
-            models.Index(fields=["contract", "-created_at"], name="tx_contract_created_idx"),
-            models.Index(fields=["network", "-created_at"], name="tx_network_created_idx"),
+            # Every list is ordered by (-created_at, -id): the indexes carry both, so a page is an index scan.
+            models.Index(fields=["-created_at", "-id"], name="tx_created_idx"),
+            models.Index(fields=["status", "-created_at", "-id"], name="tx_status_created_idx"),
+            models.Index(fields=["user", "-created_at", "-id"], name="tx_user_created_idx"),
+            models.Index(fields=["provider", "-created_at", "-id"], name="tx_provider_created_idx"),
+            models.Index(fields=["contract", "-created_at", "-id"], name="tx_contract_created_idx"),
+            models.Index(fields=["network", "-created_at", "-id"], name="tx_network_created_idx"),
             models.Index(fields=["tx_hash"], name="tx_hash_idx"),
             models.Index(fields=["status", "expires_at"], name="tx_status_expiry_idx"),
         ]
