@@ -289,8 +289,6 @@ def payment_observe_withdrawn(*, contract: PaymentContract, observed: ObservedLo
 @transaction.atomic
 def payment_mark_failed(*, tx: PaymentTransaction, reason: str, source: str, tx_hash: str | None = None) -> Effect:
     locked = PaymentTransaction.objects.select_for_update().get(pk=tx.pk)
-    if locked.status in (TxStatus.FAILED,) and locked.failure_reason == reason:
-        return Effect("duplicate", locked)
     if locked.status not in (TxStatus.PENDING, TxStatus.SUBMITTED):
         return Effect("duplicate", locked)
     fields = {"failure_reason": reason[:500]}

@@ -99,8 +99,6 @@ def subscription_apply_payment(*, tx: PaymentTransaction, now: datetime | None =
         start = sub.current_period_end if sub.current_period_end > now - paid else now
         sub.current_period_end = start + paid
         sub.status = SubscriptionStatus.ACTIVE
-        reason = "payment_confirmed"
-        new_plan = plan
     elif plan.tier >= previous.tier or sub.status == SubscriptionStatus.PAST_DUE:
         # Upgrade (or a new plan bought while past due): starts now.
         sub.plan = plan
@@ -109,8 +107,6 @@ def subscription_apply_payment(*, tx: PaymentTransaction, now: datetime | None =
         sub.pending_plan = None
         sub.pending_period_end = None
         sub.status = SubscriptionStatus.ACTIVE
-        reason = "payment_confirmed"
-        new_plan = plan
     else:
         # Downgrade: the current plan runs to its end, the paid period follows on the new plan.
         sub.pending_plan = plan
@@ -122,8 +118,8 @@ def subscription_apply_payment(*, tx: PaymentTransaction, now: datetime | None =
     _emit_plan_changed(
         user_id=tx.user_id,
         previous_plan=previous,
-        plan=new_plan,
-        reason=reason,
+        plan=plan,
+        reason="payment_confirmed",
         transaction_id=tx.pk,
         period_end=sub.current_period_end,
     )
