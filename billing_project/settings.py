@@ -217,6 +217,9 @@ BILLING_OUTBOX_INTERNAL_SUBSCRIBERS = {
     "subscription.past_due.v1": {
         "notifications": "notifications.receivers.handle_past_due",
     },
+    "ops.notice.v1": {
+        "notifications": "notifications.receivers.handle_ops_notice",
+    },
 }
 # External HTTP subscribers: JSON list of {"name", "url", "secret", "topics": [...]}, signed like the webhook.
 BILLING_EXTERNAL_SUBSCRIBERS = env.json("BILLING_EXTERNAL_SUBSCRIBERS", default=[])

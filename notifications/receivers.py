@@ -81,3 +81,16 @@ def handle_past_due(payload: dict) -> None:
         data={"user_id": user_id, **data},
         dedupe_key=f"{payload['event_id']}:ops",
     )
+
+
+def handle_ops_notice(payload: dict) -> None:
+    """billing.services.notices.ops_notice: one ops notification per key, however often it is raised."""
+    notify(
+        audience=Notification.Audience.OPS,
+        user_id=None,
+        kind=payload["kind"],
+        title=payload["title"],
+        body=payload.get("body", ""),
+        data={"key": payload["key"], **(payload.get("data") or {})},
+        dedupe_key=f"ops:{payload['key']}"[:200],
+    )

@@ -6,7 +6,6 @@ attempt; `outbox_delivery_replay` brings a dead letter back."""
 from __future__ import annotations
 
 import json
-import random
 import time
 from datetime import timedelta
 
@@ -19,6 +18,7 @@ from django.utils.module_loading import import_string
 
 from billing import signing
 from billing.models import DeliveryAttempt, OutboxDelivery, OutboxEvent
+from billing.retry import backoff_seconds
 
 log = structlog.get_logger(__name__)
 
@@ -56,12 +56,10 @@ def outbox_emit(*, topic: str, payload: dict, aggregate_type: str = "", aggregat
     return event
 
 
-def backoff_seconds(attempt: int) -> float:
-    """Exponential backoff with full jitter: attempt 1 -> up to base, 2 -> up to 2*base, ..."""
-    cap = min(
-        settings.BILLING_OUTBOX_BACKOFF_MAX_SECONDS, settings.BILLING_OUTBOX_BACKOFF_BASE_SECONDS * 2 ** (attempt - 1)
+def outbox_backoff_seconds(attempt: int) -> float:
+    return backoff_seconds(
+        attempt, base=settings.BILLING_OUTBOX_BACKOFF_BASE_SECONDS, cap=settings.BILLING_OUTBOX_BACKOFF_MAX_SECONDS
     )
-    return random.uniform(cap / 2, cap)
 
 
 class DeliveryRefused(RuntimeError):
@@ -144,7 +142,7 @@ def outbox_delivery_attempt(*, delivery_id: int, force: bool = False) -> OutboxD
             delivery.next_attempt_at = None
         else:
             delivery.last_error = error
-            delivery.next_attempt_at = now + timedelta(seconds=backoff_seconds(delivery.attempts))
+            delivery.next_attempt_at = now + timedelta(seconds=outbox_backoff_seconds(delivery.attempts))
         delivery.save()
     log.info(
         "outbox.attempt",

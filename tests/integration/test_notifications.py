@@ -92,3 +92,25 @@ def test_failing_ops_webhook_retries_then_fails(settings, ops_server):
     user_note = Notification.objects.get(audience="user")
     assert user_note.kind == "renewal_overdue"
     assert notification_deliver(notification_id=user_note.pk) == "sent"  # no email address: the in-app list
+
+
+def test_ops_notice_raised_twice_becomes_one_ops_notification(settings):
+    """billing.services.notices.ops_notice -> outbox ops.notice.v1 -> one ops Notification per key."""
+    from django.db import transaction
+
+    from billing.models import OutboxDelivery
+    from billing.services.notices import ops_notice
+    from billing.services.outbox import outbox_delivery_attempt
+
+    for _ in range(2):
+        with transaction.atomic():
+            ops_notice(kind="dead_letter", key="dead_letter:delivery:42", title="Dead letter 42", data={"id": 42})
+    deliveries = OutboxDelivery.objects.filter(event__topic="ops.notice.v1", subscriber="notifications")
+    assert deliveries.count() == 2
+    for delivery in deliveries:
+        outbox_delivery_attempt(delivery_id=delivery.pk, force=True)
+    assert set(deliveries.values_list("status", flat=True)) == {OutboxDelivery.Status.DELIVERED}
+    notes = Notification.objects.filter(audience=Notification.Audience.OPS, kind="dead_letter")
+    assert notes.count() == 1
+    assert notes.get().dedupe_key == "ops:dead_letter:delivery:42"
+    assert notes.get().data == {"key": "dead_letter:delivery:42", "id": 42}
