@@ -32,6 +32,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from billing_project.joinstack import JOIN_FILE
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 MANAGE = BASE_DIR / "manage.py"
 ANVIL_BIN = BASE_DIR / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
@@ -492,6 +494,25 @@ class Stack:
         self.pids_file.write_text(json.dumps([e for e in entries if e is not None]))
         self.pids_written = True
 
+    @property
+    def join_file(self) -> Path:
+        return self.data_dir / JOIN_FILE
+
+    def write_join_file(self) -> None:
+        """What `manage.py` run beside this stack needs to reach it (billing_project/joinstack.py): the
+        embedded database's socket URL, the filesystem broker's folder and the local chain. Only values this
+        supervisor chose itself; what came from the environment stays there."""
+        import psutil
+
+        chosen = {"BILLING_LOCAL_CHAIN_RPC": self.chain_rpc}
+        if self.embedded_db:
+            chosen["DATABASE_URL"] = self.db_uri
+        if self.env.get("CELERY_BROKER_URL") == "filesystem://":
+            chosen["CELERY_BROKER_URL"] = "filesystem://"
+            chosen["CELERY_FS_BROKER_DIR"] = self.env["CELERY_FS_BROKER_DIR"]
+        record = {"pid": os.getpid(), "started": psutil.Process().create_time(), "env": chosen}
+        self.join_file.write_text(json.dumps(record))
+
     def stop_leftovers(self) -> None:
         """Stop the children of a previous run whose supervisor died without stopping them."""
         import psutil
@@ -575,6 +596,7 @@ class Stack:
             if not env.get(name) and not env.get(f"{name}_FILE"):
                 env[name] = key
         self.env = env
+        self.write_join_file()
 
     def setup(self) -> None:
         """migrate, seed_demo, deploy_contracts (when the chain lacks them), collectstatic."""
@@ -697,6 +719,7 @@ class Stack:
             except Exception as exc:
                 self.say(f"could not stop PostgreSQL cleanly: {exc}")
             self.stop_postgres = None
+        self.join_file.unlink(missing_ok=True)
         if self.pids_written:
             self.pids_file.unlink(missing_ok=True)
             self.pids_written = False

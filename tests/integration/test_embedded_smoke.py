@@ -257,6 +257,23 @@ def test_devstack_whole_stack_and_ctrl_c(tmp_path):
             )
             assert e2e.returncode == 0, e2e.stdout + e2e.stderr[-3000:]
             assert "e2e passed" in e2e.stdout and "ok quota downgraded" in e2e.stdout, e2e.stdout
+
+            # The README's token command, as a new user types it beside `make run`: no DATABASE_URL, and
+            # manage.py still finds the embedded database (billing_project/joinstack.py).
+            assert (data_dir / "devstack.env.json").exists()
+            token = subprocess.run(
+                [PY, "manage.py", "create_api_token", "demo"],
+                cwd=ROOT,
+                env=clean_env(BILLING_DEVSTACK_DATA_DIR=str(data_dir)),
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert token.returncode == 0, token.stderr[-3000:]
+            key = token.stdout.strip()
+            assert re.fullmatch(r"[0-9a-f]{40}", key), token.stdout
+            me = requests.get(f"{base}/v1/billing/me/settings", headers={"Authorization": f"Token {key}"}, timeout=10)
+            assert me.status_code == 200, me.text
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -271,6 +288,7 @@ def test_devstack_whole_stack_and_ctrl_c(tmp_path):
     leftovers = wait_gone(children + ([pg_pid] if pg_pid else []))
     assert leftovers == [], f"still running after Ctrl-C: {leftovers}"
     assert (data_dir / "anvil-state.json").exists(), "anvil did not save its state on exit"
+    assert not (data_dir / "devstack.env.json").exists(), "the stack's join file outlived it"
     if not seeded:
         pytest.skip("manage.py seed_demo does not exist yet: the admin/admin-demo login was not checked")
 
