@@ -33,6 +33,11 @@ WEBHOOK_RECEIVED = Counter(
     "Contract webhook deliveries with a valid signature, by outcome.",
     ["contract", "outcome"],
 )
+WEBHOOK_VERIFIED = Counter(
+    "billing_webhook_verified_total",
+    "Stored webhook deliveries verified on chain by the workers, by outcome (processed, retry, failed).",
+    ["contract", "outcome"],
+)
 WEBHOOK_REJECTED = Counter(
     "billing_webhook_rejected_total",
     "Contract webhook deliveries refused before anything was stored (bad, missing or stale signature).",

@@ -35,25 +35,15 @@ def contract_sync_task(contract_id: int) -> None:
         contract_sync_record_error(contract_id=contract_id, error=f"{type(exc).__name__}: {exc}")
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def inbound_event_process_task(event_id: int) -> str:
-    from billing.services.webhooks import inbound_event_process
+@shared_task(ignore_result=True, soft_time_limit=90, time_limit=120)
+def inbound_events_claim() -> dict:
+    """Beat, every second: claim due webhook deliveries in batches (SKIP LOCKED), verify them on chain and
+    apply them. The webhook request only stores them; this is the only place they are processed (besides
+    an operator's reprocess). Two of these running at once take different rows."""
+    from billing.services.webhooks import inbound_events_process_due
 
-    try:
-        return inbound_event_process(event_id=event_id)
-    except Exception as exc:  # the stored event stays `received`; the sweep retries it
-        log.warning("webhook.process_failed", event_id=event_id, error=f"{type(exc).__name__}: {exc}")
-        return "retry"
-
-
-@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def inbound_events_sweep() -> int:
-    from billing.services.webhooks import inbound_events_due_ids
-
-    ids = inbound_events_due_ids()
-    for pk in ids:
-        inbound_event_process_task.delay(pk)
-    return len(ids)
+    report = inbound_events_process_due()
+    return {"claimed": report.claimed, **report.outcomes}
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)

@@ -188,6 +188,9 @@ BILLING_CHECKOUT_TTL = timedelta(minutes=env.int("BILLING_CHECKOUT_TTL_MINUTES",
 BILLING_IDEMPOTENCY_TTL = timedelta(hours=env.int("BILLING_IDEMPOTENCY_TTL_HOURS", default=72))
 BILLING_WEBHOOK_TOLERANCE_SECONDS = 300
 BILLING_WEBHOOK_SECRET_GRACE = timedelta(hours=env.int("BILLING_WEBHOOK_SECRET_GRACE_HOURS", default=24))
+# The webhook request reads its contract (secrets, chain, ABI methods) from a per-process cache this old at
+# most: a secret rotation reaches every web worker within this many seconds (at once in the saving process).
+BILLING_WEBHOOK_CONTRACT_CACHE_SECONDS = env.float("BILLING_WEBHOOK_CONTRACT_CACHE_SECONDS", default=5.0)
 BILLING_LOCAL_CHAIN_RPC = env.str("BILLING_LOCAL_CHAIN_RPC", default="http://127.0.0.1:8545")
 METRICS_BEARER_TOKEN = env.str("METRICS_BEARER_TOKEN", default="")
 # Sign-In with Ethereum (wallet linking): what a message must name to be accepted.
@@ -230,7 +233,9 @@ BILLING_OUTBOX_HTTP_TIMEOUT = env.float("BILLING_OUTBOX_HTTP_TIMEOUT", default=5
 
 CELERY_BEAT_SCHEDULE = {
     "contract-sync-dispatch": {"task": "billing.tasks.contract_sync_dispatch", "schedule": 5.0},
-    "inbound-events-sweep": {"task": "billing.tasks.inbound_events_sweep", "schedule": 10.0},
+    # Webhook deliveries are stored by the request and verified here; a trigger older than 10 s is dropped
+    # (the next one claims the same rows), so a busy worker does not find a backlog of them.
+    "inbound-events-claim": {"task": "billing.tasks.inbound_events_claim", "schedule": 1.0, "options": {"expires": 10}},
     "outbox-sweep": {"task": "billing.tasks.outbox_sweep", "schedule": 10.0},
     "receipts-sweep": {"task": "billing.tasks.receipts_sweep", "schedule": 15.0},
     "checkouts-expire": {"task": "billing.tasks.checkouts_expire", "schedule": 60.0},

@@ -1,4 +1,5 @@
-"""POST /v1/billing/webhooks/contracts/{contract_slug}: signed on-chain events from an indexer."""
+"""POST /v1/billing/webhooks/contracts/{contract_slug}: signed on-chain events from an indexer. The request
+only checks and stores the delivery (billing.services.webhooks); workers verify it on chain."""
 
 from __future__ import annotations
 
@@ -53,8 +54,11 @@ class ContractWebhookView(APIView):
             )
         },
         responses={
-            200: _status,
-            202: _status,
+            200: OpenApiResponse(_status, description='`{"status": "duplicate"}`: this delivery was stored before'),
+            202: OpenApiResponse(
+                _status,
+                description='`{"status": "accepted"}`: stored; a worker verifies it on chain and applies it',
+            ),
             400: OpenApiResponse(description="Malformed"),
             401: OpenApiResponse(description="Bad, missing or stale signature"),
             404: OpenApiResponse(description="Unknown contract"),

@@ -1,28 +1,42 @@
-"""Contract webhooks from an indexer (api.md "Webhook signature"). The order matters:
+"""Contract webhooks from an indexer (api.md "Webhook signature"), in two halves.
 
-1. the signature, over the raw bytes (nothing is stored for a bad one, only a counter);
-2. the body's shape (400);
-3. the raw payload, stored once: the delivery id and (chain_id, tx_hash, log_index) are unique in the
-   database, so a repeat is a `duplicate` however many arrive at once;
-4. the method against the contract's ABI (422);
-5. processing. The webhook is a hint and the chain is the truth: the receipt and the log are read from
-   the chain, at the network's depth, before the ledger moves. If the chain cannot answer yet, the
-   stored event is retried (202 `accepted`). A leaked secret alone therefore cannot mint anything."""
+The request (`webhook_receive`) only stores the delivery; it never calls the chain, publishes no broker
+message and builds no web3 object, ABI or adapter:
+
+1. the contract, from a per-process cache (`webhook_contract`, TTL `BILLING_WEBHOOK_CONTRACT_CACHE_SECONDS`,
+   5 s by default, and dropped at once in the process that saves a contract or a network), so a secret
+   rotation takes effect everywhere within seconds without a query per request; unknown slug: 404;
+2. the signature, over the raw bytes (401; nothing is stored for a bad one, only a counter);
+3. the body's shape (400 with field errors);
+4. one `INSERT ... ON CONFLICT DO NOTHING`: the delivery id (per contract) and (chain_id, tx_hash,
+   log_index) are unique in the database, so a repeat is a `duplicate` (200) however many arrive at once;
+   a new one is `accepted` (202), or stored as `failed` and answered 422 when the method is not in the
+   contract's ABI.
+
+Workers verify what was stored (`inbound_events_process_due`, run by the beat every second): they claim due
+deliveries in batches (`SELECT ... FOR UPDATE SKIP LOCKED`, moving `next_attempt_at` forward in the same
+transaction, so no row is attempted twice at once), read the receipt and the log from the chain at the
+network's depth with one chain client per contract and batch, and apply them. The webhook is a hint and the
+chain is the truth: a leaked secret alone cannot mint anything."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from datetime import timedelta
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import cache
 
 import structlog
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from eth_utils import is_address
 
 from billing.adapters.registry import get_adapter
 from billing.models import InboundEvent, PaymentContract, PaymentTransaction
+from billing.retry import backoff_seconds
 from billing.services.chain_sync import observed_from_raw
 from billing.services.payments import (
     GasFacts,
@@ -30,10 +44,19 @@ from billing.services.payments import (
     payment_observe_paid,
     payment_observe_refunded,
 )
+from billing.validators import abi_functions
+from billing_project.logging import mask_url
 
 log = structlog.get_logger(__name__)
 EVENT_TYPES = ("payment.confirmed", "payment.failed", "payment.refunded")
 MAX_ATTEMPTS = 40
+RETRY_BASE_SECONDS = 2.0
+RETRY_CAP_SECONDS = 300.0
+CLAIM_BATCH = 50
+# A claimed row is not due again before the lease ends: longer than the claim task's hard time limit, so a
+# worker killed mid-batch leaves rows that come back on their own, and a live one never sees them twice.
+CLAIM_LEASE = timedelta(seconds=180)
+CLAIM_BUDGET_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -73,7 +96,10 @@ def _validate(body) -> dict[str, str]:
         errors["order_id"] = "The bytes32 order id of the checkout, 0x-hex."
     if not isinstance(body.get("method"), str) or not body.get("method"):
         errors["method"] = "The ABI function that was called."
-    if body.get("log_index") is not None and (not isinstance(body["log_index"], int) or body["log_index"] < 0):
+    log_index = body.get("log_index")
+    if log_index is not None and (
+        not isinstance(log_index, int) or isinstance(log_index, bool) or not 0 <= log_index < 2**31
+    ):
         errors["log_index"] = "A non-negative integer."
     if body.get("contract_address") is not None and not is_address(body.get("contract_address")):
         errors["contract_address"] = "An EVM address."
@@ -82,27 +108,113 @@ def _validate(body) -> dict[str, str]:
     return errors
 
 
+# --- the contract, cached per process ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WebhookContract:
+    """What the webhook request needs of a contract: plain values, no model instance."""
+
+    pk: int
+    slug: str
+    chain_id: int
+    address: str  # lower case
+    secret: str
+    previous_secret: str
+    grace_until: datetime | None
+    methods: frozenset[str]
+    loaded_at: float = field(default=0.0, compare=False)
+
+
+_CONTRACTS: dict[str, WebhookContract] = {}
+
+
+def webhook_contracts_forget(**_kwargs) -> None:
+    """Drop this process's cached contracts (receiver of PaymentContract/Network saves and deletes)."""
+    _CONTRACTS.clear()
+
+
+def webhook_contract(slug: str) -> WebhookContract | None:
+    """The contract's webhook facts, from this process's cache when younger than the TTL; one query otherwise.
+
+    Unknown slugs are not cached (the cache stays bounded by the number of contracts)."""
+    now = time.monotonic()
+    cached = _CONTRACTS.get(slug)
+    if cached is not None and now - cached.loaded_at < settings.BILLING_WEBHOOK_CONTRACT_CACHE_SECONDS:
+        return cached
+    row = (
+        PaymentContract.objects.filter(slug=slug)
+        .values_list(
+            "pk",
+            "network__chain_id",
+            "address",
+            "abi",
+            "webhook_secret",
+            "previous_webhook_secret",
+            "secret_rotated_at",
+        )
+        .first()
+    )
+    if row is None:
+        _CONTRACTS.pop(slug, None)
+        return None
+    pk, chain_id, address, abi, secret, previous, rotated_at = row
+    facts = WebhookContract(
+        pk=pk,
+        slug=slug,
+        chain_id=chain_id,
+        address=(address or "").lower(),
+        secret=secret,
+        previous_secret=previous,
+        grace_until=rotated_at + settings.BILLING_WEBHOOK_SECRET_GRACE if rotated_at else None,
+        methods=frozenset(abi_functions(abi or [])),
+        loaded_at=now,
+    )
+    _CONTRACTS[slug] = facts
+    return facts
+
+
+@cache
+def _verifier():
+    """The EVM adapter's signature check; one instance per process."""
+    return get_adapter("evm")
+
+
+# Table name from the model, values as parameters. Without a conflict target, ON CONFLICT DO NOTHING covers
+# both unique constraints (delivery id per contract, and the partial (chain_id, tx_hash, log_index) one).
+_INSERT_SQL = (
+    f"INSERT INTO {InboundEvent._meta.db_table} "  # noqa: S608
+    "(contract_id, delivery_id, event_type, chain_id, tx_hash, log_index, raw_body, payload, "
+    "signature_header, status, error, attempts, next_attempt_at, received_at) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, 0, %s, %s) "
+    "ON CONFLICT DO NOTHING RETURNING id"
+)
+
+
 def webhook_receive(*, contract_slug: str, raw_body: bytes, signature_header: str) -> WebhookResult:
+    """Check, validate and store one delivery (see the module docstring). One SQL statement for a known
+    contract whose cache entry is fresh; autocommit, so it is its own transaction."""
     from billing import metrics
 
-    contract = PaymentContract.objects.select_related("network").filter(slug=contract_slug).first()
+    contract = webhook_contract(contract_slug)
     if contract is None:
         return _error(404, "unknown_contract", f"No contract '{contract_slug}'.")
-    grace_until = (
-        contract.secret_rotated_at + settings.BILLING_WEBHOOK_SECRET_GRACE if contract.secret_rotated_at else None
-    )
-    verification = get_adapter("evm").verify_webhook(
+    now = timezone.now()
+    verification = _verifier().verify_webhook(
         raw_body=raw_body,
         signature_header=signature_header,
-        secret=contract.webhook_secret,
-        previous_secret=contract.previous_webhook_secret,
-        previous_valid_until=grace_until,
-        now=timezone.now(),
+        secret=contract.secret,
+        previous_secret=contract.previous_secret,
+        previous_valid_until=contract.grace_until,
+        now=now,
     )
-    if not contract.webhook_secret or not verification.ok:
+    if not contract.secret or not verification.ok:
         metrics.WEBHOOK_REJECTED.labels(contract=contract.slug, reason="signature").inc()
         log.warning("webhook.bad_signature", contract_slug=contract.slug, reason=verification.reason)
         return _error(401, "invalid_signature", verification.reason or "No webhook secret is configured.")
+    if b"\x00" in raw_body or b"\\u0000" in raw_body:
+        # PostgreSQL text and jsonb cannot hold NUL: refuse it here rather than fail the INSERT.
+        return _error(400, "malformed", "The body contains a NUL character.")
     try:
         body = json.loads(raw_body)
     except (ValueError, UnicodeDecodeError):
@@ -110,33 +222,39 @@ def webhook_receive(*, contract_slug: str, raw_body: bytes, signature_header: st
     errors = _validate(body)
     if errors:
         return _error(400, "malformed", "The webhook body is not valid.", errors)
-    if body["chain_id"] != contract.network.chain_id:
+    if body["chain_id"] != contract.chain_id:
         return _error(400, "malformed", "chain_id is not the contract's chain.", {"chain_id": "Wrong chain."})
-    if body.get("contract_address") and body["contract_address"].lower() != contract.address.lower():
+    if body.get("contract_address") and body["contract_address"].lower() != contract.address:
         return _error(400, "malformed", "contract_address is not this contract.", {"contract_address": "Wrong."})
 
+    known_method = body["method"] in contract.methods
+    params = [
+        contract.pk,
+        body["id"],
+        body["type"],
+        body["chain_id"],
+        body["tx_hash"].lower(),
+        body.get("log_index"),
+        raw_body.decode("utf-8", errors="replace"),
+        json.dumps(body),
+        signature_header[:512],
+        InboundEvent.Status.RECEIVED if known_method else InboundEvent.Status.FAILED,
+        "" if known_method else f"method '{body['method']}' is not in the contract's ABI"[:2000],
+        now if known_method else None,
+        now,
+    ]
     try:
-        with transaction.atomic():
-            event = InboundEvent.objects.create(
-                contract=contract,
-                delivery_id=body["id"],
-                event_type=body["type"],
-                chain_id=body["chain_id"],
-                tx_hash=body["tx_hash"].lower(),
-                log_index=body.get("log_index"),
-                raw_body=raw_body.decode("utf-8", errors="replace"),
-                payload=body,
-                signature_header=signature_header[:512],
-                next_attempt_at=timezone.now(),
-            )
+        with connection.cursor() as cursor:
+            cursor.execute(_INSERT_SQL, params)
+            row = cursor.fetchone()
     except IntegrityError:
+        # Not a uniqueness conflict (ON CONFLICT absorbs those): the cached contract row is gone.
+        webhook_contracts_forget()
+        return _error(404, "unknown_contract", f"No contract '{contract_slug}'.")
+    if row is None:
         metrics.WEBHOOK_RECEIVED.labels(contract=contract.slug, outcome="duplicate").inc()
         return WebhookResult(200, {"status": "duplicate"})
-
-    if not contract.has_method(body["method"]):
-        InboundEvent.objects.filter(pk=event.pk).update(
-            status=InboundEvent.Status.FAILED, error=f"method '{body['method']}' is not in the contract's ABI"
-        )
+    if not known_method:
         metrics.WEBHOOK_RECEIVED.labels(contract=contract.slug, outcome="bad_method").inc()
         return _error(
             422,
@@ -144,35 +262,31 @@ def webhook_receive(*, contract_slug: str, raw_body: bytes, signature_header: st
             f"'{body['method']}' is not a function in the contract's ABI.",
             {"method": "Not in the ABI."},
         )
+    metrics.WEBHOOK_RECEIVED.labels(contract=contract.slug, outcome="accepted").inc()
+    return WebhookResult(202, {"status": "accepted"}, row[0])
 
-    outcome = "accepted"
-    try:
-        outcome = inbound_event_process(event_id=event.pk)
-    except Exception as exc:  # the event is stored; the sweep retries it
-        log.warning("webhook.process_deferred", contract_slug=contract.slug, error=f"{type(exc).__name__}: {exc}")
-    metrics.WEBHOOK_RECEIVED.labels(contract=contract.slug, outcome=outcome).inc()
-    if outcome == "processed":
-        return WebhookResult(200, {"status": "processed"}, event.pk)
-    if outcome == "retry":
 
-        def kick() -> None:
-            from billing.tasks import inbound_event_process_task
+# --- workers: claim, verify on chain, apply ----------------------------------------------------------------
 
-            inbound_event_process_task.apply_async((event.pk,), countdown=2)
 
-        transaction.on_commit(kick)
-    return WebhookResult(202, {"status": "accepted"}, event.pk)
+def _retry_at(attempts: int) -> datetime:
+    return timezone.now() + timedelta(seconds=backoff_seconds(attempts, base=RETRY_BASE_SECONDS, cap=RETRY_CAP_SECONDS))
 
 
 def _retry_later(event: InboundEvent, error: str) -> str:
+    """Record why the delivery could not be applied yet and when it is due again (billing.retry backoff)."""
     event.attempts += 1
-    event.error = error[:2000]
+    event.error = mask_url(error)[:2000]
     if event.attempts >= MAX_ATTEMPTS:
         event.status = InboundEvent.Status.FAILED
         event.next_attempt_at = None
     else:
-        event.next_attempt_at = timezone.now() + timedelta(seconds=min(300, 2 ** min(event.attempts, 8)))
-    event.save(update_fields=["attempts", "error", "status", "next_attempt_at"])
+        event.status = InboundEvent.Status.RECEIVED
+        event.next_attempt_at = _retry_at(event.attempts)
+    # Only over a row nobody finished meanwhile (an operator's reprocess may have applied it).
+    InboundEvent.objects.filter(pk=event.pk).exclude(status=InboundEvent.Status.PROCESSED).update(
+        attempts=event.attempts, error=event.error, status=event.status, next_attempt_at=event.next_attempt_at
+    )
     return "retry" if event.status == InboundEvent.Status.RECEIVED else "failed"
 
 
@@ -187,83 +301,231 @@ def _finish(event: InboundEvent, status: str, error: str = "", tx: PaymentTransa
     return "processed" if status in (InboundEvent.Status.PROCESSED, InboundEvent.Status.IGNORED) else "failed"
 
 
-def inbound_event_process(*, event_id: int, client=None, force: bool = False) -> str:
-    """Verify one stored delivery against the chain and apply it. Returns processed | retry | failed."""
-    from billing.chain.rpc import ChainClient, RpcError
+class ChainView:
+    """One chain client for a batch of deliveries of one contract, and the head it saw (read once, again
+    only when a receipt is newer). After the network failed on every endpoint, the rest of the batch is
+    not sent to it: those deliveries are retried later with the same error."""
 
+    def __init__(self, client):
+        self.client = client
+        self._head: int | None = None
+        self.down: str = ""
+
+    def head(self, at_least: int = 0) -> int:
+        if self._head is None or self._head < at_least:
+            self._head = self.client.block_number()
+        return self._head
+
+
+@dataclass(frozen=True)
+class _ChainFacts:
+    """What the chain says about one delivery, read outside any database transaction."""
+
+    retry: str = ""  # non-empty: not applicable yet, why
+    receipt: dict | None = None
+    revert_reason: str | None = None
+
+
+def _read_chain(event: InboundEvent, chain: ChainView, tx: PaymentTransaction | None) -> _ChainFacts:
+    from billing.chain.rpc import AllEndpointsFailed, RpcError
+
+    contract = event.contract
+    body = event.payload
+    if chain.down:
+        return _ChainFacts(retry=chain.down)
+    try:
+        receipt = chain.client.get_transaction_receipt(body["tx_hash"])
+        if receipt is None:
+            return _ChainFacts(retry="no receipt on chain yet")
+        block_number = int(receipt["blockNumber"], 16)
+        head = chain.head(at_least=block_number)
+    except RpcError as exc:
+        error = f"chain unavailable: {exc}"
+        if isinstance(exc, AllEndpointsFailed):
+            chain.down = error
+        return _ChainFacts(retry=error)
+    if head - block_number < contract.network.confirmation_depth:
+        return _ChainFacts(retry=f"waiting for depth: {head - block_number}/{contract.network.confirmation_depth}")
+    reason = None
+    if int(receipt.get("status", "0x1"), 16) != 1 and tx is not None and not body.get("failure_reason"):
+        reason = revert_reason(chain.client, contract, body["tx_hash"])
+    return _ChainFacts(receipt=receipt, revert_reason=reason)
+
+
+def _apply(event: InboundEvent, facts: _ChainFacts, tx: PaymentTransaction | None) -> str:
+    """Move the ledger as the chain says, inside the caller's transaction (the duplicate and reorg rules
+    live in billing.services.payments: one effect per log and per order)."""
+    contract = event.contract
+    body = event.payload
+    receipt = facts.receipt
+    order_id = body["order_id"].lower()
+    if int(receipt.get("status", "0x1"), 16) != 1:
+        if tx is None:
+            return _finish(event, InboundEvent.Status.IGNORED, "reverted transaction for an unknown order")
+        reason = body.get("failure_reason") or facts.revert_reason or "reverted"
+        payment_mark_failed(tx=tx, reason=reason, source=f"webhook:{event.delivery_id}", tx_hash=body["tx_hash"])
+        return _finish(event, InboundEvent.Status.PROCESSED, tx=tx)
+    logs = [
+        o
+        for o in (
+            observed_from_raw(contract.network.chain_id, contract.abi, raw)
+            for raw in receipt.get("logs", [])
+            if (raw.get("address") or "").lower() == contract.address.lower()
+        )
+        if o is not None and str(o.args.get("orderId", "")).lower() == order_id
+    ]
+    gas = GasFacts.from_receipt(receipt)
+    paid = next((o for o in logs if o.name == "Paid"), None)
+    refunded = next((o for o in logs if o.name == "Refunded"), None)
+    if event.event_type == "payment.refunded":
+        if refunded is None:
+            return _finish(event, InboundEvent.Status.FAILED, "the transaction has no refund log for this order")
+        effect = payment_observe_refunded(contract=contract, observed=refunded, source=f"webhook:{event.delivery_id}")
+        return _finish(event, InboundEvent.Status.PROCESSED, tx=effect.transaction)
+    if paid is None:
+        return _finish(
+            event, InboundEvent.Status.FAILED, "the chain shows no payment for this order in that transaction"
+        )
+    # payment.confirmed, or a payment.failed the chain contradicts: the chain wins.
+    effect = payment_observe_paid(
+        contract=contract,
+        observed=paid,
+        gas=gas,
+        source=f"webhook:{event.delivery_id}",
+        external_id=event.delivery_id,
+    )
+    note = "" if event.event_type == "payment.confirmed" else "reported failed, but the chain shows it paid"
+    return _finish(event, InboundEvent.Status.PROCESSED, note, tx=effect.transaction)
+
+
+def _outcome_of(status: str) -> str:
+    return "processed" if status in (InboundEvent.Status.PROCESSED, InboundEvent.Status.IGNORED) else "failed"
+
+
+def _process(event: InboundEvent, chain: ChainView, *, force: bool = False) -> str:
+    """Verify one delivery on the chain (no transaction open), then apply it under its row lock."""
+    if event.status != InboundEvent.Status.RECEIVED and not force:
+        return _outcome_of(event.status)
+    order_id = str(event.payload.get("order_id", "")).lower()
+    tx = PaymentTransaction.objects.filter(contract_id=event.contract_id, order_id=order_id).first()
+    facts = _read_chain(event, chain, tx)
     with transaction.atomic():
-        event = (
-            # of=self: FOR UPDATE on the joined contract row would block every ledger insert's foreign-key
-            # check on that contract until we commit, and deadlock with the follower inserting the same log.
+        # of=self: FOR UPDATE on the joined contract row would block every ledger insert's foreign-key check
+        # on that contract until we commit, and deadlock with the follower inserting the same log.
+        locked = (
             InboundEvent.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("contract__network")
-            .filter(pk=event_id)
+            .filter(pk=event.pk)
             .first()
         )
-        if event is None:
-            return "retry"  # another worker holds it
-        if event.status != InboundEvent.Status.RECEIVED and not force:
-            return "processed" if event.status == InboundEvent.Status.PROCESSED else "failed"
-        if force:
-            event.status = InboundEvent.Status.RECEIVED
-        contract = event.contract
-        body = event.payload
-        client = client or ChainClient.for_network(contract.network, contract=contract)
-        try:
-            receipt = client.get_transaction_receipt(body["tx_hash"])
-            head = client.block_number() if receipt else None
-        except RpcError as exc:
+        if locked is None:
+            return "retry"  # someone else (an operator's reprocess) holds it right now
+        if locked.status != InboundEvent.Status.RECEIVED and not force:
+            return _outcome_of(locked.status)
+        if facts.retry:
+            return _retry_later(locked, facts.retry)
+        return _apply(locked, facts, tx)
+
+
+def inbound_event_process(*, event_id: int, client=None, force: bool = False) -> str:
+    """Verify one stored delivery against the chain and apply it. Returns processed | retry | failed.
+
+    `force` re-runs a delivery that already finished (operator reprocess). Workers go through
+    `inbound_events_process_due`, which calls the same code for each claimed delivery."""
+    from billing.chain.rpc import ChainClient
+
+    event = InboundEvent.objects.select_related("contract__network").filter(pk=event_id).first()
+    if event is None:
+        return "failed"
+    if event.status != InboundEvent.Status.RECEIVED and not force:
+        return _outcome_of(event.status)
+    try:
+        client = client or ChainClient.for_network(event.contract.network, contract=event.contract)
+    except Exception as exc:  # no enabled endpoint: as if the chain did not answer
+        with transaction.atomic():
             return _retry_later(event, f"chain unavailable: {exc}")
-        if receipt is None:
-            return _retry_later(event, "no receipt on chain yet")
-        block_number = int(receipt["blockNumber"], 16)
-        if head - block_number < contract.network.confirmation_depth:
-            return _retry_later(
-                event, f"waiting for depth: {head - block_number}/{contract.network.confirmation_depth}"
-            )
-        order_id = body["order_id"].lower()
-        tx = PaymentTransaction.objects.filter(contract=contract, order_id=order_id).first()
-        logs = [
-            o
-            for o in (
-                observed_from_raw(contract.network.chain_id, contract.abi, raw)
-                for raw in receipt.get("logs", [])
-                if (raw.get("address") or "").lower() == contract.address.lower()
-            )
-            if o is not None and str(o.args.get("orderId", "")).lower() == order_id
-        ]
-        status_ok = int(receipt.get("status", "0x1"), 16) == 1
-        gas = GasFacts.from_receipt(receipt)
+    return _process(event, ChainView(client), force=force)
 
-        if not status_ok:
-            if tx is None:
-                return _finish(event, InboundEvent.Status.IGNORED, "reverted transaction for an unknown order")
-            reason = body.get("failure_reason") or revert_reason(client, contract, body["tx_hash"]) or "reverted"
-            payment_mark_failed(tx=tx, reason=reason, source=f"webhook:{event.delivery_id}", tx_hash=body["tx_hash"])
-            return _finish(event, InboundEvent.Status.PROCESSED, tx=tx)
 
-        paid = next((o for o in logs if o.name == "Paid"), None)
-        refunded = next((o for o in logs if o.name == "Refunded"), None)
-        if event.event_type == "payment.refunded":
-            if refunded is None:
-                return _finish(event, InboundEvent.Status.FAILED, "the transaction has no refund log for this order")
-            effect = payment_observe_refunded(
-                contract=contract, observed=refunded, source=f"webhook:{event.delivery_id}"
-            )
-            return _finish(event, InboundEvent.Status.PROCESSED, tx=effect.transaction)
-        if paid is None:
-            note = "the chain shows no payment for this order in that transaction"
-            return _finish(event, InboundEvent.Status.FAILED, note)
-        # payment.confirmed, or a payment.failed the chain contradicts: the chain wins.
-        effect = payment_observe_paid(
-            contract=contract,
-            observed=paid,
-            gas=gas,
-            source=f"webhook:{event.delivery_id}",
-            external_id=event.delivery_id,
+def inbound_events_claim(*, limit: int = CLAIM_BATCH, lease: timedelta = CLAIM_LEASE) -> list[int]:
+    """Claim up to `limit` due deliveries for this worker: locked with SKIP LOCKED (a concurrent claimer
+    takes the next ones) and made not-due until the lease ends, in the same transaction."""
+    now = timezone.now()
+    with transaction.atomic():
+        ids = list(
+            InboundEvent.objects.select_for_update(skip_locked=True)
+            .filter(status=InboundEvent.Status.RECEIVED, next_attempt_at__lte=now)
+            .order_by("next_attempt_at", "pk")
+            .values_list("pk", flat=True)[:limit]
         )
-        note = "" if event.event_type == "payment.confirmed" else "reported failed, but the chain shows it paid"
-        return _finish(event, InboundEvent.Status.PROCESSED, note, tx=effect.transaction)
+        if ids:
+            InboundEvent.objects.filter(pk__in=ids).update(next_attempt_at=now + lease)
+    return ids
+
+
+def _release(ids: Iterable[int]) -> None:
+    """Claimed but not attempted (the time budget ran out): due again now, for the next claim."""
+    InboundEvent.objects.filter(pk__in=list(ids), status=InboundEvent.Status.RECEIVED).update(
+        next_attempt_at=timezone.now()
+    )
+
+
+@dataclass
+class ClaimReport:
+    claimed: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    released: int = 0
+
+    def count(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+
+def inbound_events_verify(*, event_ids: list[int], deadline: float | None = None, report: ClaimReport) -> None:
+    """Verify and apply claimed deliveries: one chain client per contract for the whole batch. A delivery
+    whose check raises is recorded with its error and retried later; the others go on."""
+    from billing import metrics
+    from billing.chain.rpc import ChainClient
+
+    events = list(InboundEvent.objects.select_related("contract__network").filter(pk__in=event_ids).order_by("pk"))
+    chains: dict[int, ChainView] = {}
+    for index, event in enumerate(events):
+        if deadline is not None and time.monotonic() > deadline:
+            left = [e.pk for e in events[index:]]
+            _release(left)
+            report.released += len(left)
+            return
+        try:
+            chain = chains.get(event.contract_id)
+            if chain is None:
+                try:
+                    chain = ChainView(ChainClient.for_network(event.contract.network, contract=event.contract))
+                except Exception as exc:  # no enabled endpoint: every delivery of the contract waits
+                    chain = ChainView(None)
+                    chain.down = f"chain unavailable: {exc}"
+                chains[event.contract_id] = chain
+            outcome = _process(event, chain)
+        except Exception as exc:  # recorded on the row; the next claim after its backoff tries again
+            log.warning("webhook.process_failed", event_id=event.pk, error=f"{type(exc).__name__}: {exc}")
+            with transaction.atomic():
+                outcome = _retry_later(event, f"{type(exc).__name__}: {exc}")
+        report.count(outcome)
+        metrics.WEBHOOK_VERIFIED.labels(contract=event.contract.slug, outcome=outcome).inc()
+
+
+def inbound_events_process_due(
+    *, batch_size: int = CLAIM_BATCH, budget_seconds: float = CLAIM_BUDGET_SECONDS
+) -> ClaimReport:
+    """What the beat runs every second: claim a batch, verify it, and go on while batches come back full
+    and the time budget lasts. Claimed deliveries left when the budget runs out are released."""
+    deadline = time.monotonic() + budget_seconds
+    report = ClaimReport()
+    while True:
+        ids = inbound_events_claim(limit=batch_size)
+        report.claimed += len(ids)
+        if ids:
+            inbound_events_verify(event_ids=ids, deadline=deadline, report=report)
+        if len(ids) < batch_size or time.monotonic() > deadline:
+            return report
 
 
 def _error_item(name: str, *types: str) -> dict:
@@ -299,11 +561,3 @@ def revert_reason(client, contract: PaymentContract, tx_hash: str) -> str | None
         name = decode_error([*contract.abi, *TOKEN_ERRORS], data) if data else None
         return name or str(exc)[:200]
     return None
-
-
-def inbound_events_due_ids(*, limit: int = 200) -> list[int]:
-    return list(
-        InboundEvent.objects.filter(status=InboundEvent.Status.RECEIVED, next_attempt_at__lte=timezone.now())
-        .order_by("next_attempt_at")
-        .values_list("pk", flat=True)[:limit]
-    )

@@ -1,5 +1,6 @@
-"""Concurrency acceptance (issue 4): 30 simultaneous deliveries of one webhook, and the webhook racing the
-chain follower, each give exactly one ledger effect and one plan.changed.v1.
+"""Concurrency acceptance (issue 4): 30 simultaneous deliveries of one webhook, and the webhook's worker racing
+the chain follower, each give exactly one ledger effect and one plan.changed.v1. The requests only store the
+delivery (202 once, 200 duplicate for the rest); the worker's claim applies it.
 
 These run with real commits (transaction=True): every thread has its own PostgreSQL connection, so the
 database constraints and row locks are what keep the ledger exact, not a test transaction."""
@@ -26,6 +27,7 @@ from billing.models import (
     TxStatus,
 )
 from billing.services.chain_sync import contract_sync
+from billing.services.webhooks import inbound_events_process_due
 from tests.conftest import token_client
 from tests.integration.lifecycle.conftest import (
     PAYERS,
@@ -86,8 +88,9 @@ def test_30_concurrent_deliveries_of_one_webhook_apply_once(chain, world, plain_
     responses = run_together(THREADS, lambda i: post_webhook(Client(), world, body))
 
     answers = Counter((r.status_code, r.json().get("status")) for r in responses)
-    assert answers == {(200, "processed"): 1, (200, "duplicate"): THREADS - 1}, answers
+    assert answers == {(202, "accepted"): 1, (200, "duplicate"): THREADS - 1}, answers
     assert InboundEvent.objects.filter(delivery_id="dlv-storm").count() == 1
+    assert inbound_events_process_due().outcomes == {"processed": 1}
     assert_one_effect(tx, tx_hash)
     assert OutboxEvent.objects.filter(topic="plan.changed.v1").count() == 1
 
@@ -99,7 +102,8 @@ def test_30_deliveries_with_different_ids_of_one_log_apply_once(chain, world, pl
     responses = run_together(THREADS, lambda i: post_webhook(Client(), world, {**base, "id": f"dlv-{i}"}))
 
     answers = Counter((r.status_code, r.json().get("status")) for r in responses)
-    assert answers == {(200, "processed"): 1, (200, "duplicate"): THREADS - 1}, answers
+    assert answers == {(202, "accepted"): 1, (200, "duplicate"): THREADS - 1}, answers
+    assert inbound_events_process_due().outcomes == {"processed": 1}
     # (chain_id, tx_hash, log_index) is unique in the database: one stored delivery.
     assert InboundEvent.objects.filter(tx_hash=tx_hash.lower()).count() == 1
     assert_one_effect(tx, tx_hash)
@@ -113,14 +117,18 @@ def test_webhook_and_follower_racing_on_one_payment_apply_once(chain, world, dja
         tx, tx_hash = paid_at_depth(chain, world, user, PAYERS[round_no % len(PAYERS)])
         body = webhook_body(chain, tx, tx_hash=tx_hash, delivery_id=f"dlv-race-{round_no}")
 
-        def contender(i: int, body=body):
+        response = post_webhook(Client(), world, body)
+        assert response.status_code == 202 and response.json() == {"status": "accepted"}, response.content
+
+        def contender(i: int):  # the follower and a webhook worker's claim, released together
             if i == 0:
                 return contract_sync(contract_id=world.contract.pk)
-            return post_webhook(Client(), world, body)
+            return inbound_events_process_due()
 
-        sync_result, response = run_together(2, contender)
+        sync_result, claim = run_together(2, contender)
 
-        assert response.status_code == 200 and response.json() == {"status": "processed"}, response.content
+        assert claim.claimed == 1 and claim.outcomes == {"processed": 1}, claim
+        assert InboundEvent.objects.get(delivery_id=f"dlv-race-{round_no}").status == InboundEvent.Status.PROCESSED
         assert not sync_result.busy
         assert_one_effect(tx, tx_hash)
         confirmation = TransactionStatusChange.objects.get(transaction=tx, to_status="confirmed")

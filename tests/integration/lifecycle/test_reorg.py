@@ -8,7 +8,7 @@ import pytest
 
 from billing.models import ChainEvent, InboundEvent, PaymentTransaction, TransactionStatusChange, TxStatus
 from billing.services.chain_sync import contract_sync
-from billing.services.webhooks import inbound_event_process
+from billing.services.webhooks import inbound_event_process, inbound_events_process_due
 from tests.integration.lifecycle.conftest import (
     OWNER,
     PAYERS,
@@ -101,7 +101,8 @@ def test_payment_removed_by_reorg_confirms_nothing_then_once_when_mined_again(
         assert inbound_event_process(event_id=stored.pk) == "processed"
     # The indexer reports the new position too: a new delivery, applied as a duplicate.
     again = post_webhook(api_client, world, webhook_body(chain, tx, tx_hash=tx_hash, delivery_id="dlv-reorg-2"))
-    assert again.status_code == 200 and again.json() == {"status": "processed"}
+    assert again.status_code == 202 and again.json() == {"status": "accepted"}
+    assert inbound_events_process_due().outcomes == {"processed": 1}
 
     tx.refresh_from_db()
     assert tx.status == TxStatus.CONFIRMED

@@ -20,7 +20,7 @@ from billing.models import (
     Token,
     TxStatus,
 )
-from billing.services.webhooks import inbound_event_process
+from billing.services.webhooks import inbound_event_process, inbound_events_process_due
 from tests.integration.lifecycle.conftest import PAYERS, send_steps, signed_webhook, webhook_body
 
 pytestmark = [pytest.mark.chain, pytest.mark.django_db]
@@ -75,7 +75,8 @@ def test_signed_webhook_pointing_at_another_orders_payment_is_refused(chain, wor
     response = api_client.post(
         URL.format(world.contract.slug), raw, content_type="application/json", HTTP_X_BILLING_SIGNATURE=signature
     )
-    assert response.status_code in (200, 202)
+    assert response.status_code == 202 and response.json() == {"status": "accepted"}
+    assert inbound_events_process_due().outcomes == {"failed": 1}
     event = InboundEvent.objects.get(delivery_id="wrong-order")
     assert event.status == InboundEvent.Status.FAILED and "no payment for this order" in event.error
     other_tx.refresh_from_db()
