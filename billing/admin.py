@@ -16,6 +16,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Count, Q
 from django.utils.html import format_html
 from eth_utils import is_address, to_checksum_address
+from unfold.admin import ModelAdmin, TabularInline
 
 from billing.models import (
     ChainBlock,
@@ -163,7 +164,7 @@ class RpcEndpointDisplayMixin:
         return scrubbed(obj.last_error, obj.url)
 
 
-class RpcEndpointInline(WriteOnlyFieldsMixin, RpcEndpointDisplayMixin, admin.TabularInline):
+class RpcEndpointInline(WriteOnlyFieldsMixin, RpcEndpointDisplayMixin, TabularInline):
     model = RpcEndpoint
     form = RpcEndpointForm
     extra = 0
@@ -177,7 +178,7 @@ class RpcEndpointInline(WriteOnlyFieldsMixin, RpcEndpointDisplayMixin, admin.Tab
 
 
 @admin.register(Network)
-class NetworkAdmin(admin.ModelAdmin):
+class NetworkAdmin(ModelAdmin):
     list_display = (
         "slug",
         "name",
@@ -208,7 +209,7 @@ class NetworkAdmin(admin.ModelAdmin):
 
 
 @admin.register(RpcEndpoint)
-class RpcEndpointAdmin(WriteOnlyFieldsMixin, RpcEndpointDisplayMixin, admin.ModelAdmin):
+class RpcEndpointAdmin(WriteOnlyFieldsMixin, RpcEndpointDisplayMixin, ModelAdmin):
     form = RpcEndpointForm
     list_display = ("__str__", "network", "position", "masked_url", "enabled", "healthy", "last_latency_ms")
     list_filter = ("enabled", "healthy", "network")
@@ -224,7 +225,7 @@ class RpcEndpointAdmin(WriteOnlyFieldsMixin, RpcEndpointDisplayMixin, admin.Mode
 
 
 @admin.register(Token)
-class TokenAdmin(admin.ModelAdmin):
+class TokenAdmin(ModelAdmin):
     list_display = ("symbol", "name", "network", "address_or_native", "decimals", "usd_estimate", "enabled")
     list_filter = ("enabled", "network", "decimals")
     list_select_related = ("network",)
@@ -235,7 +236,7 @@ class TokenAdmin(admin.ModelAdmin):
         return obj.address or "native"
 
 
-class NetworkFallbackInline(admin.TabularInline):
+class NetworkFallbackInline(TabularInline):
     model = NetworkFallback
     extra = 0
     fields = ("position", "network")
@@ -246,7 +247,7 @@ class NetworkFallbackInline(admin.TabularInline):
 
 
 @admin.register(CryptoConfig)
-class CryptoConfigAdmin(admin.ModelAdmin):
+class CryptoConfigAdmin(ModelAdmin):
     list_display = ("__str__", "max_retries", "backoff_base_ms", "backoff_max_ms", "gas_cap_gwei", "updated_at")
     readonly_fields = ("gas_cap_gwei", "updated_at")
     inlines = (NetworkFallbackInline,)
@@ -271,7 +272,7 @@ class CryptoConfigAdmin(admin.ModelAdmin):
 
 
 @admin.register(NetworkFallback)
-class NetworkFallbackAdmin(admin.ModelAdmin):
+class NetworkFallbackAdmin(ModelAdmin):
     list_display = ("position", "network", "config")
     list_select_related = ("network", "config")
     ordering = ("position",)
@@ -326,7 +327,7 @@ class PaymentContractForm(forms.ModelForm):
 
 
 @admin.register(PaymentContract)
-class PaymentContractAdmin(WriteOnlyFieldsMixin, admin.ModelAdmin):
+class PaymentContractAdmin(WriteOnlyFieldsMixin, ModelAdmin):
     form = PaymentContractForm
     list_display = (
         "slug",
@@ -419,7 +420,7 @@ class PaymentProviderForm(forms.ModelForm):
 
 
 @admin.register(PaymentProvider)
-class PaymentProviderAdmin(admin.ModelAdmin):
+class PaymentProviderAdmin(ModelAdmin):
     form = PaymentProviderForm
     list_display = ("slug", "title", "type", "enabled", "priority", "default_network", "contract", "network_list")
     list_filter = ("enabled", "type", "networks")
@@ -454,7 +455,7 @@ class PaymentProviderAdmin(admin.ModelAdmin):
 
 
 @admin.register(Plan)
-class PlanAdmin(admin.ModelAdmin):
+class PlanAdmin(ModelAdmin):
     list_display = (
         "slug",
         "title",
@@ -501,7 +502,7 @@ class PlanAdmin(admin.ModelAdmin):
 
 
 @admin.register(Subscription)
-class SubscriptionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class SubscriptionAdmin(ReadOnlyAdminMixin, ModelAdmin):
     """State moves only through the billing services (payments, renewals, cancellations)."""
 
     list_display = (
@@ -551,7 +552,7 @@ class StatusHistoryInline(ReadOnlyTabularInline):
 
 
 @admin.register(PaymentTransaction)
-class PaymentTransactionAdmin(ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class PaymentTransactionAdmin(ExactSearchMixin, ReadOnlyAdminMixin, ModelAdmin):
     list_display = (
         "id",
         "created_at",
@@ -650,7 +651,7 @@ class PaymentTransactionAdmin(ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelA
 
 
 @admin.register(TransactionStatusChange)
-class TransactionStatusChangeAdmin(ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class TransactionStatusChangeAdmin(ExactSearchMixin, ReadOnlyAdminMixin, ModelAdmin):
     list_display = ("id", "transaction", "from_status", "to_status", "actor", "reason", "created_at")
     list_filter = ("to_status", "from_status")
     list_select_related = ("transaction",)
@@ -662,7 +663,7 @@ class TransactionStatusChangeAdmin(ExactSearchMixin, ReadOnlyAdminMixin, admin.M
 
 
 @admin.register(IdempotencyKey)
-class IdempotencyKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class IdempotencyKeyAdmin(ReadOnlyAdminMixin, ModelAdmin):
     list_display = ("key", "user", "scope", "state", "response_status", "replay_count", "created_at", "expires_at")
     list_filter = ("state", "scope")
     list_select_related = ("user",)
@@ -672,7 +673,7 @@ class IdempotencyKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(InboundEvent)
-class InboundEventAdmin(ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class InboundEventAdmin(ExactSearchMixin, ReadOnlyAdminMixin, ModelAdmin):
     # A "reprocess selected events" action belongs here once the inbound service exists.
     list_display = (
         "id",
@@ -699,7 +700,7 @@ class InboundEventAdmin(ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(ChainCursor)
-class ChainCursorAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class ChainCursorAdmin(ReadOnlyAdminMixin, ModelAdmin):
     list_display = ("contract", "last_block", "last_run_at", "has_error", "updated_at")
     list_select_related = ("contract",)
     search_fields = ("contract__slug",)
@@ -715,7 +716,7 @@ class ChainCursorAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(ChainBlock)
-class ChainBlockAdmin(ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class ChainBlockAdmin(ExactSearchMixin, ReadOnlyAdminMixin, ModelAdmin):
     list_display = ("number", "hash", "contract")
     list_filter = ("contract",)
     list_select_related = ("contract",)
@@ -726,7 +727,7 @@ class ChainBlockAdmin(ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(ChainEvent)
-class ChainEventAdmin(ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class ChainEventAdmin(ExactSearchMixin, ReadOnlyAdminMixin, ModelAdmin):
     list_display = ("id", "name", "contract", "block_number", "log_index", "tx_short", "amount", "removed")
     list_filter = ("name", "removed", "contract")
     list_select_related = ("contract",)
@@ -749,7 +750,7 @@ class DeliveryInline(ReadOnlyTabularInline):
 
 
 @admin.register(OutboxEvent)
-class OutboxEventAdmin(ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class OutboxEventAdmin(ExactSearchMixin, ReadOnlyAdminMixin, ModelAdmin):
     list_display = ("event_id", "topic", "aggregate_type", "aggregate_id", "created_at")
     list_filter = ("topic", "aggregate_type")
     search_fields = ("=aggregate_id", "topic")
@@ -765,7 +766,7 @@ class AttemptInline(ReadOnlyTabularInline):
 
 
 @admin.register(OutboxDelivery)
-class OutboxDeliveryAdmin(ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class OutboxDeliveryAdmin(ExactSearchMixin, ReadOnlyAdminMixin, ModelAdmin):
     list_display = ("id", "event", "subscriber", "status", "attempts", "max_attempts", "next_attempt_at", "created_at")
     list_filter = ("status", "subscriber", "event__topic")
     list_select_related = ("event",)
@@ -778,7 +779,7 @@ class OutboxDeliveryAdmin(ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin
 
 
 @admin.register(DeliveryAttempt)
-class DeliveryAttemptAdmin(ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class DeliveryAttemptAdmin(ExactSearchMixin, ReadOnlyAdminMixin, ModelAdmin):
     list_display = ("id", "delivery", "attempted_at", "ok", "status_code", "duration_ms")
     list_filter = ("ok", "status_code")
     list_select_related = ("delivery",)
@@ -790,7 +791,7 @@ class DeliveryAttemptAdmin(ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmi
 
 
 @admin.register(OperatorTransaction)
-class OperatorTransactionAdmin(ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class OperatorTransactionAdmin(ExactSearchMixin, ReadOnlyAdminMixin, ModelAdmin):
     list_display = (
         "id",
         "kind",

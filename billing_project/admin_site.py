@@ -1,7 +1,11 @@
-"""The console's AdminSite and the admin building blocks shared by the project apps.
+"""The console's AdminSite (django-unfold's) and the admin building blocks shared by the project apps.
 
 Kept here (not in an app) because `profiles` must not import `billing`, yet both need the same rules:
 ledger-style rows are read-only, and secret-bearing values are write-only.
+
+Console pages (the Payments workspace, later Overview and Tariffs) are plain views mounted under the
+admin: each app hands its URL patterns to `site.register_console_urls()` from its `admin.py`, so this
+module imports no app and `billing` never learns about `overview`.
 """
 
 from __future__ import annotations
@@ -13,13 +17,33 @@ from django import forms
 from django.contrib import admin
 from django.contrib.admin.utils import flatten_fieldsets
 from django.core.paginator import Paginator
+from django.urls import include, path
 from django.utils.functional import cached_property
+from unfold.admin import TabularInline
+from unfold.sites import UnfoldAdminSite
 
 
-class ConsoleAdminSite(admin.AdminSite):
+class ConsoleAdminSite(UnfoldAdminSite):
     site_header = "Billing console"
     site_title = "Billing console"
-    index_title = "Operations"
+    index_title = "Overview"
+
+    def __init__(self, name: str = "admin") -> None:
+        super().__init__(name)
+        self._console_urls: list = []
+
+    def register_console_urls(self, prefix: str, patterns: list) -> None:
+        """Mount an app's console pages at /admin/<prefix>; every view is wrapped by `admin_view`
+        (staff login, CSRF, never cached), and checks its role itself (billing_project.console)."""
+        wrapped = []
+        for pattern in patterns:
+            pattern.callback = self.admin_view(pattern.callback)
+            wrapped.append(pattern)
+        self._console_urls.append(path(prefix, include(wrapped)))
+
+    def extra_urls(self) -> list:
+        # Called by UnfoldAdminSite.get_urls before the model admins' patterns, so a console prefix wins.
+        return list(self._console_urls)
 
 
 def mask_secret_url(url: str | None) -> str:
@@ -120,7 +144,7 @@ class ReadOnlyAdminMixin:
         return names + [f for f in self.readonly_fields if f not in names]
 
 
-class ReadOnlyTabularInline(ReadOnlyAdminMixin, admin.TabularInline):
+class ReadOnlyTabularInline(ReadOnlyAdminMixin, TabularInline):
     extra = 0
     max_num = 0
     can_delete = False

@@ -3,3 +3,8 @@ from django.contrib.admin.apps import AdminConfig
 
 class ConsoleAdminConfig(AdminConfig):
     default_site = "billing_project.admin_site.ConsoleAdminSite"
+
+    def ready(self):
+        super().ready()  # autodiscover: every app's admin.py has run
+        # Third-party admins (auth, auditlog) re-registered on Unfold's ModelAdmin, so every page has the theme.
+        from billing_project import admin_third_party  # noqa: F401

@@ -21,6 +21,9 @@ ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhos
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
+    # Unfold's templates override the stock admin's, so its apps come before the admin.
+    "unfold",
+    "unfold.contrib.filters",
     "billing_project.apps.ConsoleAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -104,6 +107,26 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 
 LOGIN_URL = "admin:login"
+
+# --- Console (django-unfold over the admin; pages in billing/console, overview/console) -------------
+from django.templatetags.static import static  # noqa: E402
+
+UNFOLD = {
+    "SITE_TITLE": "Billing console",
+    "SITE_HEADER": "Billing console",
+    "SITE_SUBHEADER": "Crypto subscription billing",
+    "SITE_SYMBOL": "account_balance_wallet",
+    "SITE_URL": "/admin/",
+    "SHOW_VIEW_ON_SITE": False,
+    "SHOW_HISTORY": True,
+    "STYLES": [lambda request: static("console/console.css")],
+    "SCRIPTS": [lambda request: static("console/console.js")],
+    "SIDEBAR": {
+        "show_search": True,
+        "show_all_applications": "billing_project.console.is_billing_admin",
+        "navigation": "billing_project.console.sidebar_navigation",
+    },
+}
 
 # --- Celery: messages are triggers; rows are the truth -------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")

@@ -6,13 +6,14 @@ import json
 
 from django.contrib import admin
 from django.utils.html import format_html
+from unfold.admin import ModelAdmin
 
 from billing_project.admin_site import ReadOnlyAdminMixin
 from notifications.models import Notification
 
 
 @admin.register(Notification)
-class NotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class NotificationAdmin(ReadOnlyAdminMixin, ModelAdmin):
     list_display = ("id", "created_at", "audience", "kind", "user", "title", "status", "attempts", "sent_at", "read_at")
     list_filter = ("status", "audience", "kind")
     list_select_related = ("user",)

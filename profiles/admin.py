@@ -6,16 +6,20 @@ from __future__ import annotations
 import json
 
 from django.contrib import admin
+from django.contrib.admin.utils import quote
+from django.urls import reverse
 from django.utils.html import format_html
 from rest_framework.authtoken.admin import TokenAdmin
 from rest_framework.authtoken.models import TokenProxy
+from unfold.admin import ModelAdmin
+from unfold.views import ChangeList
 
 from billing_project.admin_site import ReadOnlyAdminMixin
 from profiles.models import ProcessedQuotaEvent, QuotaGrant, SiweNonce, Wallet
 
 
 @admin.register(Wallet)
-class WalletAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class WalletAdmin(ReadOnlyAdminMixin, ModelAdmin):
     list_display = ("address", "user", "chain_id", "is_primary", "verified_at")
     list_filter = ("is_primary", "chain_id")
     list_select_related = ("user",)
@@ -25,7 +29,7 @@ class WalletAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(SiweNonce)
-class SiweNonceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class SiweNonceAdmin(ReadOnlyAdminMixin, ModelAdmin):
     list_display = ("nonce", "user", "created_at", "expires_at", "used_at")
     list_select_related = ("user",)
     search_fields = ("=nonce", "user__username")
@@ -35,7 +39,7 @@ class SiweNonceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(QuotaGrant)
-class QuotaGrantAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class QuotaGrantAdmin(ReadOnlyAdminMixin, ModelAdmin):
     list_display = ("user", "plan_slug", "period_end", "last_event_at", "updated_at")
     list_filter = ("plan_slug",)
     list_select_related = ("user",)
@@ -49,7 +53,7 @@ class QuotaGrantAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(ProcessedQuotaEvent)
-class ProcessedQuotaEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class ProcessedQuotaEventAdmin(ReadOnlyAdminMixin, ModelAdmin):
     list_display = ("event_id", "user", "applied_at")
     list_select_related = ("user",)
     search_fields = ("=event_id", "user__username")
@@ -63,9 +67,24 @@ class ProcessedQuotaEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 admin.site.unregister(TokenProxy)
 
 
+class TokenChangeList(ChangeList):
+    """Rows link by the user's id (as DRF's TokenChangeList does), never by the key that is the token's pk."""
+
+    def url_for_result(self, result):
+        opts = self.opts
+        return reverse(
+            f"admin:{opts.app_label}_{opts.model_name}_change",
+            args=(quote(result.user.pk),),
+            current_app=self.model_admin.admin_site.name,
+        )
+
+
 @admin.register(TokenProxy)
-class MaskedTokenAdmin(TokenAdmin):
+class MaskedTokenAdmin(ModelAdmin, TokenAdmin):
     list_select_related = ("user",)
+
+    def get_changelist(self, request, **kwargs):
+        return TokenChangeList
 
     def get_list_display(self, request):
         key = "key" if self.has_change_permission(request) else "masked_key"
