@@ -13,6 +13,7 @@ import uuid
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models import Count, Q
 from django.utils.html import format_html
 from eth_utils import is_address, to_checksum_address
@@ -40,6 +41,7 @@ from billing.models import (
     Token,
     TransactionStatusChange,
 )
+from billing.services import catalog
 from billing_project.admin_site import (
     CappedCountPaginator,
     ReadOnlyAdminMixin,
@@ -111,6 +113,83 @@ class ExactSearchMixin:
         return queryset.filter(condition), False
 
 
+class _DryRun(Exception):
+    pass
+
+
+def service_dry_run(write) -> None:
+    """Run a catalog write inside a savepoint that is always rolled back: the service's own validation
+    (guards included) answers, and nothing is kept. Raises the service's ValidationError."""
+    try:
+        with transaction.atomic():
+            write()
+            raise _DryRun
+    except _DryRun:
+        pass
+
+
+def add_service_errors(form: forms.Form, exc: ValidationError, renames: dict[str, str] | None = None) -> None:
+    """Put a service's errors (keyed by model or API field name) on the form fields that show them."""
+    renames = renames or {}
+    if not hasattr(exc, "error_dict"):
+        form.add_error(None, exc)
+        return
+    for key, messages in exc.message_dict.items():
+        target = renames.get(key, key)
+        form.add_error(target if target in form.fields else None, messages)
+
+
+class ServiceAdminMixin:
+    """Admin saves go through billing.services.catalog, like the API's: a form is valid only when the
+    service accepts the write (a dry run in a rolled-back savepoint, so its guards and messages show at the
+    fields), and save_model calls the service for real. No admin save writes a row the service refuses.
+
+    Subclasses implement `service_write(form, *, change) -> instance` from the form's cleaned data.
+    """
+
+    service_error_renames: dict[str, str] = {}
+
+    def service_write(self, form, *, change: bool):
+        raise NotImplementedError
+
+    def model_data(self, form) -> dict:
+        """The cleaned values of the form's fields that are concrete model fields."""
+        names = {f.name for f in self.model._meta.concrete_fields}
+        return {name: value for name, value in form.cleaned_data.items() if name in names}
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form_class = super().get_form(request, obj, change=change, **kwargs)
+        model_admin = self
+
+        class ServiceForm(form_class):
+            def _post_clean(self):
+                super()._post_clean()
+                if self.errors:
+                    return  # the model's own validation already said what is wrong
+                try:
+                    service_dry_run(lambda: model_admin.service_write(self, change=self.instance.pk is not None))
+                except ValidationError as exc:
+                    add_service_errors(self, exc, model_admin.service_error_renames)
+
+        ServiceForm.__name__ = form_class.__name__
+        return ServiceForm
+
+    def save_model(self, request, obj, form, change):
+        from billing.services.operator import acting_user
+
+        with acting_user(request.user):
+            saved = self.service_write(form, change=change)
+        # The admin keeps using `obj` (redirects, inline formsets' parent): give it the saved row's values.
+        for field in self.model._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(saved, field.attname))
+        obj._state.adding = False
+
+    def save_related(self, request, form, formsets, change):
+        # Many-to-many links were written by the service; inlines still save through their formsets.
+        for formset in formsets:
+            self.save_formset(request, form, formset, change=change)
+
+
 # --- Catalog: networks, endpoints, tokens, crypto config -------------------------------------------------------
 
 
@@ -178,7 +257,7 @@ class RpcEndpointInline(WriteOnlyFieldsMixin, RpcEndpointDisplayMixin, TabularIn
 
 
 @admin.register(Network)
-class NetworkAdmin(ModelAdmin):
+class NetworkAdmin(ServiceAdminMixin, ModelAdmin):
     list_display = (
         "slug",
         "name",
@@ -203,6 +282,13 @@ class NetworkAdmin(ModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(_endpoints=Count("rpc_endpoints"))
 
+    def service_write(self, form, *, change: bool) -> Network:
+        # Endpoints are left to the inline (rpc_endpoints=None on update; none yet on create).
+        data = self.model_data(form)
+        if change:
+            return catalog.network_update(network=form.instance, data=data)
+        return catalog.network_create(data=data)
+
     @admin.display(description="RPC endpoints", ordering="_endpoints")
     def endpoint_count(self, obj: Network) -> int:
         return obj._endpoints
@@ -225,7 +311,7 @@ class RpcEndpointAdmin(WriteOnlyFieldsMixin, RpcEndpointDisplayMixin, ModelAdmin
 
 
 @admin.register(Token)
-class TokenAdmin(ModelAdmin):
+class TokenAdmin(ServiceAdminMixin, ModelAdmin):
     list_display = ("symbol", "name", "network", "address_or_native", "decimals", "usd_estimate", "enabled")
     list_filter = ("enabled", "network", "decimals")
     list_select_related = ("network",)
@@ -234,6 +320,10 @@ class TokenAdmin(ModelAdmin):
     @admin.display(description="Address", ordering="address")
     def address_or_native(self, obj: Token) -> str:
         return obj.address or "native"
+
+    def service_write(self, form, *, change: bool) -> Token:
+        data = self.model_data(form)
+        return catalog.token_update(token=form.instance, data=data) if change else catalog.token_create(data=data)
 
 
 class NetworkFallbackInline(TabularInline):
@@ -247,7 +337,7 @@ class NetworkFallbackInline(TabularInline):
 
 
 @admin.register(CryptoConfig)
-class CryptoConfigAdmin(ModelAdmin):
+class CryptoConfigAdmin(ServiceAdminMixin, ModelAdmin):
     list_display = ("__str__", "max_retries", "backoff_base_ms", "backoff_max_ms", "gas_cap_gwei", "updated_at")
     readonly_fields = ("gas_cap_gwei", "updated_at")
     inlines = (NetworkFallbackInline,)
@@ -263,6 +353,10 @@ class CryptoConfigAdmin(ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def service_write(self, form, *, change: bool) -> CryptoConfig:
+        # The fallback order is edited by the inline below (fallback_networks=None leaves it).
+        return catalog.crypto_config_update(data=self.model_data(form))
 
     @admin.display(description="Gas cap")
     def gas_cap_gwei(self, obj: CryptoConfig) -> str:
@@ -315,20 +409,11 @@ class PaymentContractForm(forms.ModelForm):
     def _update_errors(self, errors):
         super()._update_errors(remap_errors(errors, {"fallback_rpc": "new_fallback_rpc"}))
 
-    def save(self, commit=True):
-        instance = super().save(commit=False)
-        new_secret = self.cleaned_data.get("new_webhook_secret")
-        if new_secret:
-            instance.rotate_webhook_secret(new_secret)
-        if commit:
-            instance.save()
-            self._save_m2m()
-        return instance
-
 
 @admin.register(PaymentContract)
-class PaymentContractAdmin(WriteOnlyFieldsMixin, ModelAdmin):
+class PaymentContractAdmin(ServiceAdminMixin, WriteOnlyFieldsMixin, ModelAdmin):
     form = PaymentContractForm
+    service_error_renames = {"fallback_rpc": "new_fallback_rpc", "webhook_secret": "new_webhook_secret"}
     list_display = (
         "slug",
         "title",
@@ -372,6 +457,19 @@ class PaymentContractAdmin(WriteOnlyFieldsMixin, ModelAdmin):
         ("Fallback RPC", {"fields": ("fallback_rpc_masked", "new_fallback_rpc", "clear_fallback_rpc")}),
         ("Record", {"fields": ("created_at", "updated_at")}),
     )
+
+    def service_write(self, form, *, change: bool) -> PaymentContract:
+        data = self.model_data(form)
+        cleaned = form.cleaned_data
+        if (cleaned.get("new_fallback_rpc") or "").strip():
+            data["fallback_rpc"] = cleaned["new_fallback_rpc"].strip()
+        elif cleaned.get("clear_fallback_rpc"):
+            data["fallback_rpc"] = ""
+        if cleaned.get("new_webhook_secret"):
+            data["webhook_secret"] = cleaned["new_webhook_secret"]  # the service rotates it
+        if change:
+            return catalog.contract_update(contract=form.instance, data=data)
+        return catalog.contract_create(data=data)
 
     @admin.display(description="Webhook secret set", boolean=True)
     def has_webhook_secret(self, obj: PaymentContract) -> bool:
@@ -420,8 +518,9 @@ class PaymentProviderForm(forms.ModelForm):
 
 
 @admin.register(PaymentProvider)
-class PaymentProviderAdmin(ModelAdmin):
+class PaymentProviderAdmin(ServiceAdminMixin, ModelAdmin):
     form = PaymentProviderForm
+    service_error_renames = {"contract_slug": "contract"}
     list_display = ("slug", "title", "type", "enabled", "priority", "default_network", "contract", "network_list")
     list_filter = ("enabled", "type", "networks")
     list_select_related = ("default_network", "contract")
@@ -446,16 +545,20 @@ class PaymentProviderAdmin(ModelAdmin):
     def config_json(self, obj: PaymentProvider) -> str:
         return pretty_json(obj.config)
 
-    def save_related(self, request, form, formsets, change):
-        # The config is derived from the many-to-many links, which exist only after they are saved.
-        super().save_related(request, form, formsets, change)
-        provider = form.instance
-        provider.config = provider.build_config()
-        provider.save(update_fields=["config", "updated_at"])
+    def service_write(self, form, *, change: bool) -> PaymentProvider:
+        # The service sets the links and rebuilds the derived config.
+        data = self.model_data(form)
+        links = {
+            "networks": list(form.cleaned_data.get("networks") or []),
+            "supported_tokens": list(form.cleaned_data.get("supported_tokens") or []),
+        }
+        if change:
+            return catalog.provider_update(provider=form.instance, data=data, **links)
+        return catalog.provider_create(data=data, **links)
 
 
 @admin.register(Plan)
-class PlanAdmin(ModelAdmin):
+class PlanAdmin(ServiceAdminMixin, ModelAdmin):
     list_display = (
         "slug",
         "title",
@@ -481,6 +584,10 @@ class PlanAdmin(ModelAdmin):
         ("Experiment", {"fields": ("experiment", "variant")}),
         ("Record", {"fields": ("created_at", "updated_at")}),
     )
+
+    def service_write(self, form, *, change: bool) -> Plan:
+        data = self.model_data(form)
+        return catalog.plan_update(plan=form.instance, data=data) if change else catalog.plan_create(data=data)
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.name == "price_token":

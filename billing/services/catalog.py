@@ -109,6 +109,15 @@ def _provider_write(
             errors.setdefault("networks", []).append(
                 f"Plans {', '.join(sorted(stranded))} are priced in a token on a network this would drop."
             )
+        # Payments made through this provider name their network: dropping it would orphan that history
+        # (refunds and reprocessing look the provider's network up).
+        dropped = [n for n in provider.networks.all() if n.pk not in network_ids]
+        paid_on = [n.slug for n in dropped if provider.transactions.filter(network=n).exists()]
+        if paid_on:
+            errors.setdefault("networks", []).append(
+                f"Payments were made through this provider on {', '.join(sorted(paid_on))}; "
+                "its networks cannot drop them."
+            )
     if errors:
         raise ValidationError(errors)
     provider.save()
