@@ -918,3 +918,9 @@ class OperatorTransactionAdmin(ExactSearchMixin, ReadOnlyAdminMixin, ModelAdmin)
     date_hierarchy = "created_at"
     show_full_result_count = False
     raw_id_fields = ("payment",)
+
+
+# The Payments workspace (billing/console), mounted at /admin/payments/.
+from billing.console.urls import urlpatterns as _payments_urls  # noqa: E402
+
+admin.site.register_console_urls("payments/", _payments_urls)

@@ -8,7 +8,9 @@ from billing.models import (
     LIVE_SUBSCRIPTION_STATUSES,
     ChainEvent,
     CryptoConfig,
+    InboundEvent,
     Network,
+    OperatorTransaction,
     OutboxDelivery,
     PaymentContract,
     PaymentProvider,
@@ -135,3 +137,94 @@ def contract_events(*, contract: PaymentContract) -> QuerySet[ChainEvent]:
 
 def outbox_deliveries() -> QuerySet[OutboxDelivery]:
     return OutboxDelivery.objects.select_related("event")
+
+
+# --- console reads (billing/console) ---------------------------------------------------------------
+
+
+def transaction_search(
+    *,
+    status: str = "",
+    provider: str = "",
+    contract: str = "",
+    network: str = "",
+    token: str = "",
+    created_from=None,
+    created_to=None,
+    amount_min: int | None = None,
+    amount_max: int | None = None,
+    wallet: str = "",
+    tx_hash: str = "",
+) -> QuerySet[PaymentTransaction]:
+    """The console's transaction filters, each an equality or a range an index serves (exact hashes and
+    addresses, slugs resolved to ids first), ordered newest first like every ledger list."""
+    qs = transaction_queryset()
+    if status:
+        qs = qs.filter(status=status)
+    if provider:
+        qs = qs.filter(provider_id__in=PaymentProvider.objects.filter(slug=provider).values("pk"))
+    if contract:
+        qs = qs.filter(contract_id__in=PaymentContract.objects.filter(slug=contract).values("pk"))
+    if network:
+        qs = qs.filter(network_id__in=Network.objects.filter(slug=network).values("pk"))
+    if token:
+        qs = qs.filter(token_id__in=list(Token.objects.filter(symbol=token).values_list("pk", flat=True)))
+    if created_from is not None:
+        qs = qs.filter(created_at__gte=created_from)
+    if created_to is not None:
+        qs = qs.filter(created_at__lt=created_to)
+    if amount_min is not None:
+        qs = qs.filter(amount__gte=amount_min)
+    if amount_max is not None:
+        qs = qs.filter(amount__lte=amount_max)
+    if wallet:
+        qs = qs.filter(payer_address=wallet)
+    if tx_hash:
+        qs = qs.filter(tx_hash__in=sorted({tx_hash, tx_hash.lower()}))
+    return qs
+
+
+def transaction_detail(*, public_id) -> PaymentTransaction | None:
+    return (
+        transaction_queryset()
+        .prefetch_related("status_history", "operator_transactions")
+        .filter(public_id=public_id)
+        .first()
+    )
+
+
+def transaction_chain_events(*, tx: PaymentTransaction) -> QuerySet[ChainEvent]:
+    return (
+        ChainEvent.objects.filter(transaction=tx)
+        .select_related("contract__network")
+        .order_by("block_number", "log_index")
+    )
+
+
+def contract_cards() -> QuerySet[PaymentContract]:
+    return (
+        PaymentContract.objects.select_related("network", "cursor")
+        .defer("abi", "webhook_secret", "previous_webhook_secret")
+        .order_by("slug")
+    )
+
+
+def inbound_events_unprocessed(*, limit: int = 50) -> list[InboundEvent]:
+    """Deliveries that did not apply (failed, or still waiting), newest first."""
+    return list(
+        InboundEvent.objects.select_related("contract")
+        .defer("raw_body", "contract__abi", "contract__webhook_secret", "contract__previous_webhook_secret")
+        .exclude(status__in=[InboundEvent.Status.PROCESSED, InboundEvent.Status.IGNORED])
+        .order_by("-received_at", "-id")[:limit]
+    )
+
+
+def outbox_dead_letters(*, limit: int = 50) -> list[OutboxDelivery]:
+    return list(outbox_deliveries().filter(status=OutboxDelivery.Status.DEAD).order_by("-created_at", "-id")[:limit])
+
+
+def operator_transactions_recent(*, kind: str = "", limit: int = 20) -> list[OperatorTransaction]:
+    qs = OperatorTransaction.objects.select_related("network").order_by("-created_at", "-id")
+    if kind:
+        qs = qs.filter(kind=kind)
+    return list(qs[:limit])

@@ -87,7 +87,7 @@ def render_console(
 ) -> HttpResponse:
     """The full `page`, or only `fragment` when htmx asks for the element `target` (any target if None)."""
     if fragment and wants_fragment(request, target):
-        return render(request, fragment, {**context, "can_write": can_write(request)}, status=status)
+        return render(request, fragment, {**context, "can_write": can_write(request), "is_htmx": True}, status=status)
     return render(request, page, console_context(request, **context), status=status)
 
 

@@ -22,7 +22,7 @@ CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     # Unfold's templates override the stock admin's, so its apps come before the admin.
-    "unfold",
+    "unfold.apps.BasicAppConfig",  # not the default config: it would replace our ConsoleAdminSite
     "unfold.contrib.filters",
     "billing_project.apps.ConsoleAdminConfig",
     "django.contrib.auth",

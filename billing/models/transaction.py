@@ -135,6 +135,9 @@ class PaymentTransaction(models.Model):
             models.Index(fields=["contract", "-created_at", "-id"], name="tx_contract_created_idx"),
             models.Index(fields=["network", "-created_at", "-id"], name="tx_network_created_idx"),
             models.Index(fields=["tx_hash"], name="tx_hash_idx"),
+            # The console's token and wallet filters (billing.selectors.transaction_search).
+            models.Index(fields=["token", "-created_at", "-id"], name="tx_token_created_idx"),
+            models.Index(fields=["payer_address", "-created_at", "-id"], name="tx_payer_created_idx"),
             models.Index(fields=["status", "expires_at"], name="tx_status_expiry_idx"),
         ]
 

@@ -199,3 +199,25 @@ def outbox_replay(*, delivery: OutboxDelivery, actor) -> OutboxDelivery:
             return outbox_delivery_replay(delivery=delivery, actor=_actor_label(actor))
         except ValueError as exc:
             raise OperatorActionError("replay_not_allowed", str(exc))
+
+
+def inbound_event_reprocess(*, event: InboundEvent, actor, reason: str = "") -> str:
+    """Re-run one stored webhook delivery (failed or still waiting) through inbound_event_process, verified
+    against the chain again; audited with the actor on the delivery. Returns processed | retry | failed."""
+    process = _optional("billing.services.webhooks", "inbound_event_process")
+    if process is None:
+        raise OperatorActionUnavailable(
+            "not_available", "Reprocessing is not available: the webhook processing service is not deployed."
+        )
+    if event.status == InboundEvent.Status.PROCESSED:
+        raise OperatorActionError("already_processed", "This delivery was already applied.")
+    with acting_user(actor):
+        outcome = process(event_id=event.pk, force=True)
+        _audit_note(
+            instance=event,
+            actor=actor,
+            note="reprocessed",
+            details={"reason": reason, "actor": _actor_label(actor), "outcome": outcome},
+        )
+    log.info("operator.inbound_reprocessed", inbound_event_id=event.pk, tx_hash=event.tx_hash, user_id=actor.pk)
+    return outcome
