@@ -24,12 +24,14 @@ node_modules/.installed: package.json package-lock.json
 	@touch $@
 npmdeps: node_modules/.installed
 
-# Debian's chromium for the browser tests (no browser download at run time).
+# Debian's chromium for the browser tests (tests/browser): Playwright drives /usr/bin/chromium, it never
+# downloads a browser (no `playwright install`). Installed with apt-get when missing.
+CHROMIUM := /usr/bin/chromium
 sysdeps:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  echo "installing Debian chromium for browser tests"; \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-	  || echo "WARNING: chromium could not be installed; browser tests will be skipped"; }
+	@test -x $(CHROMIUM) || { \
+	  echo "installing Debian chromium for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@test -x $(CHROMIUM) || { echo "ERROR: $(CHROMIUM) is missing; the browser tests need it"; exit 1; }
 
 contracts: npmdeps
 	@node contracts/compile.js
@@ -37,7 +39,7 @@ contracts: npmdeps
 run: deps
 	$(PY) -m billing_project.devstack
 
-test: deps
+test: deps sysdeps
 	$(PY) -m ruff check .
 	$(PY) manage.py makemigrations --check --dry-run
 	$(PY) -m pytest --create-db $(PYTEST_ARGS)

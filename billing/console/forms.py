@@ -28,8 +28,12 @@ class ProviderForm(forms.Form):
     type = forms.ChoiceField(required=False)
     enabled = forms.BooleanField(required=False, initial=True)
     priority = forms.CharField(required=False, max_length=10, help_text="Lower is preferred at checkout.")
-    networks = forms.MultipleChoiceField(required=False, help_text="Networks this provider takes payments on.")
-    supported_tokens = forms.MultipleChoiceField(required=False, help_text="Tokens, each on one of its networks.")
+    networks = forms.MultipleChoiceField(
+        required=False, widget=forms.CheckboxSelectMultiple, help_text="Networks this provider takes payments on."
+    )
+    supported_tokens = forms.MultipleChoiceField(
+        required=False, widget=forms.CheckboxSelectMultiple, help_text="Tokens, each on one of its networks."
+    )
     default_network = forms.ChoiceField(required=False)
     contract_slug = forms.ChoiceField(required=False, label="Contract")
 

@@ -65,7 +65,9 @@ def _pretty(value) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str)
 
 
-def _workspace(request: HttpRequest, tab: str, context: dict, *, status: int = 200) -> HttpResponse:
+def _workspace(
+    request: HttpRequest, tab: str, context: dict, *, status: int = 200, retarget: bool = False
+) -> HttpResponse:
     """The page, or (htmx, target #workspace) the workspace: tabs plus the tab's content, and the drawer
     out of band so a tab switch closes the previous tab's drawer."""
     context = {
@@ -80,7 +82,7 @@ def _workspace(request: HttpRequest, tab: str, context: dict, *, status: int = 2
         request,
         page="console/payments/page.html",
         fragment="console/payments/workspace.html",
-        target="workspace",
+        target=None if retarget else "workspace",
         context=context,
         status=status,
     )
@@ -243,7 +245,7 @@ def provider_save(request: HttpRequest, slug: str | None = None) -> HttpResponse
                     "drawer_template": "console/payments/provider_drawer.html",
                     "saved_message": f"Provider {fresh.slug} saved.",
                 }
-                response = _workspace(request, "providers", context)
+                response = _workspace(request, "providers", context, retarget=True)
                 response["HX-Retarget"] = "#workspace"
                 response["HX-Reswap"] = "innerHTML"
                 response["HX-Push-Url"] = query_url(tab_url("providers"), {}, open=fresh.slug)
@@ -381,7 +383,8 @@ def _tx_row(tx: PaymentTransaction, params: QueryDict | None = None) -> dict:
         "open_url": query_url(tab_url("transactions"), params or QueryDict(""), open=str(tx.public_id)),
         "amount": format_amount(tx.amount_display, tx.token.symbol),
         "explorer": tx.explorer_url,
-        "live": tx.status in LIVE_STATUSES,
+        # Polled until settled: a pending/submitted payment, or a refund sent and not yet seen on chain.
+        "live": tx.status in LIVE_STATUSES or (bool(tx.refund_tx_hash) and tx.status != TxStatus.REFUNDED),
         "can_refund": _can_refund(tx),
         "can_retry_refund": _can_retry_refund(tx),
     }
@@ -685,7 +688,9 @@ def test_connection(request: HttpRequest) -> HttpResponse:
             results.append({"network": network, "reports": probe_endpoints(network), "error": ""})
         except Exception as exc:  # one broken network must not hide the others
             results.append({"network": network, "reports": [], "error": mask_url(str(exc))[:300]})
-    return _fragment(request, "console/payments/crypto_probe.html", {"results": results})
+    # The probe recorded each endpoint's health: the network cards come back refreshed (out of band).
+    networks = _crypto_context(request)["networks"]
+    return _fragment(request, "console/payments/crypto_probe.html", {"results": results, "networks": networks})
 
 
 @console_view
