@@ -758,12 +758,15 @@ def contract_withdraw(request: HttpRequest, slug: str) -> HttpResponse:
     if service is None:
         return _action_error("Withdrawals are not available in this deployment yet.", 409)
     contract = get_object_or_404(selectors.contract_queryset(), slug=slug)
+    raw_amount = (request.POST.get("amount") or "").strip()
+    if raw_amount and not raw_amount.isdigit():
+        return _action_error("The amount is an integer in the token's smallest unit (empty: the whole balance).", 400)
     try:
         result = service(
             contract=contract,
-            token=request.POST.get("token", ""),
-            amount=request.POST.get("amount", ""),
             actor=request.user,
+            token=(request.POST.get("token") or "").strip() or contract.network.native_symbol,
+            amount=int(raw_amount) if raw_amount else None,
             reason=(request.POST.get("reason") or "").strip()[:500],
         )
     except (operator.OperatorActionError, DjangoValidationError) as exc:
