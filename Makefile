@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 PIP_FLAGS := --disable-pip-version-check -q
 PYTEST_ARGS ?=
 
-.PHONY: run test deps pydeps npmdeps sysdeps lint check contracts clean-data bench
+.PHONY: run test deps pydeps npmdeps sysdeps lint check contracts clean-data bench docs-shots
 
 deps: pydeps npmdeps contracts
 
@@ -47,6 +47,10 @@ test: deps sysdeps
 lint: pydeps
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+# Refresh the screenshots of docs/console.md from the browser tests.
+docs-shots: deps sysdeps
+	CONSOLE_DOCS_SHOTS=1 $(PY) -m pytest tests/browser -m browser -q
 
 bench: deps
 	$(PY) bench/run_all.py

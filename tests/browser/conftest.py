@@ -4,7 +4,9 @@ downloaded), headless, against pytest-django's live_server.
 - The browser: /usr/bin/chromium with the flags below (pytest-playwright's browser_type_launch_args).
 - Failures keep a screenshot (pytest-playwright's --screenshot only-on-failure, into
   tests/browser/artifacts, git-ignored; set in pyproject.toml's addopts).
-- Successes save a screenshot of each main page into docs/console/ (`shot`), which docs/console.md shows.
+- Successes save a screenshot of each main page (`shot`) into tests/browser/artifacts/pages/ (git-ignored),
+  or, with CONSOLE_DOCS_SHOTS=1 (`make docs-shots`), into docs/console/ for docs/console.md: a plain test run
+  never rewrites tracked files.
 - live_server runs transactional tests, which flush the groups migrations created: the `roles` fixture
   recreates them (sync_role_permissions); users log in through a session cookie set on the context.
 """
@@ -32,7 +34,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-DOCS_SHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "docs" / "console" if os.environ.get("CONSOLE_DOCS_SHOTS") else ROOT / "tests/browser/artifacts/pages"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -79,11 +82,11 @@ def as_user(live_server, context):
 
 @pytest.fixture
 def shot():
-    """shot(page, name): keep a screenshot of a main page for docs/console.md (only reached on success)."""
+    """shot(page, name): keep a screenshot of a main page (only reached on success)."""
 
     def take(page, name: str) -> None:
-        DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
+        SHOTS.mkdir(parents=True, exist_ok=True)
         page.wait_for_load_state("networkidle")
-        page.screenshot(path=str(DOCS_SHOTS / f"{name}.png"), full_page=False)
+        page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=False)
 
     return take
