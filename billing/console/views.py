@@ -378,9 +378,16 @@ def contract_events(request: HttpRequest, slug: str) -> HttpResponse:
 def _tx_row(tx: PaymentTransaction, params: QueryDict | None = None) -> dict:
     """A table row; `params` is the page's query string (filters, cursor, sort) that opening the drawer
     keeps in the URL."""
+    # One reverse() per row: the action URLs hang off the drawer's (50 rows x 5 reverses showed in profiles).
+    base = reverse("admin:console-payments-transaction", args=[tx.public_id])
     return {
         "obj": tx,
         "open_url": query_url(tab_url("transactions"), params or QueryDict(""), open=str(tx.public_id)),
+        "url": base,
+        "row_url": base + "row/",
+        "refund_url": base + "refund/",
+        "reprocess_url": base + "reprocess/",
+        "retry_refund_url": base + "retry-refund/",
         "amount": format_amount(tx.amount_display, tx.token.symbol),
         "explorer": tx.explorer_url,
         # Polled until settled: a pending/submitted payment, or a refund sent and not yet seen on chain.
@@ -425,17 +432,12 @@ def _keyset(qs, sort: str, cursor: dict | None):
 
 @console_view
 def transactions_tab(request: HttpRequest) -> HttpResponse:
-    form = TransactionFilterForm(request.GET or None)
+    # Always bound (an empty query string is "no filter"): one form, its choices queried once.
+    form = TransactionFilterForm(request.GET.copy())
     rows: list[dict] = []
     next_url = ""
     count_text = ""
-    if form.is_bound and not form.is_valid():
-        kwargs = None
-    else:
-        if not form.is_bound:
-            form = TransactionFilterForm(QueryDict(""))
-            form.is_valid()
-        kwargs = form.search_kwargs()
+    kwargs = form.search_kwargs() if form.is_valid() else None
     if kwargs is not None and not form.errors:
         sort = form.cleaned_data.get("sort") or "newest"
         base = selectors.transaction_search(**kwargs)
