@@ -38,6 +38,7 @@ from billing.models import (
     Plan,
     RpcEndpoint,
     Subscription,
+    SubscriptionPeriod,
     Token,
     TransactionStatusChange,
 )
@@ -608,9 +609,22 @@ class PlanAdmin(ServiceAdminMixin, ModelAdmin):
 # --- Subscriptions and the ledger (read-only) ------------------------------------------------------------------
 
 
+class PeriodInline(ReadOnlyTabularInline):
+    """The paid periods the subscription's plan and dates are derived from (docs/subscriptions.md)."""
+
+    model = SubscriptionPeriod
+    fk_name = "subscription"
+    fields = ("starts_at", "ends_at", "plan", "kind", "status", "transaction", "credit_for", "note")
+    raw_id_fields = ("transaction", "credit_for")
+    ordering = ("starts_at", "id")
+
+
 @admin.register(Subscription)
 class SubscriptionAdmin(ReadOnlyAdminMixin, ModelAdmin):
-    """State moves only through the billing services (payments, renewals, cancellations)."""
+    """State moves only through the billing services (payments, renewals, cancellations); plan, status and
+    dates are derived from the periods listed below."""
+
+    inlines = [PeriodInline]
 
     list_display = (
         "id",
@@ -650,6 +664,32 @@ class SubscriptionAdmin(ReadOnlyAdminMixin, ModelAdmin):
         if not obj.debt_amount or not obj.debt_token_id:
             return "-"
         return format_amount(obj.debt_token.display(obj.debt_amount), obj.debt_token.symbol)
+
+
+@admin.register(SubscriptionPeriod)
+class SubscriptionPeriodAdmin(ReadOnlyAdminMixin, ModelAdmin):
+    """Paid periods: written only by the subscription rules (billing.services.subscriptions)."""
+
+    list_display = ("id", "subscription", "plan", "starts_at", "ends_at", "kind", "status", "transaction")
+    list_filter = ("status", "kind", "plan")
+    list_select_related = ("subscription", "plan", "transaction")
+    search_fields = ("subscription__user__username", "plan__slug")
+    raw_id_fields = ("subscription", "transaction", "credit_for")
+    fields = (
+        "subscription",
+        "plan",
+        "starts_at",
+        "ends_at",
+        "kind",
+        "status",
+        "transaction",
+        "credit_for",
+        "suspended_at",
+        "removed_at",
+        "note",
+        "created_at",
+        "updated_at",
+    )
 
 
 class StatusHistoryInline(ReadOnlyTabularInline):

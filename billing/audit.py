@@ -13,6 +13,7 @@ from billing.models import (
     Plan,
     RpcEndpoint,
     Subscription,
+    SubscriptionPeriod,
     Token,
 )
 
@@ -38,3 +39,4 @@ auditlog.register(PaymentProvider, m2m_fields={"networks", "supported_tokens"})
 auditlog.register(Plan)
 auditlog.register(PaymentTransaction, exclude_fields=["checkout_payload", "updated_at"])
 auditlog.register(Subscription)
+auditlog.register(SubscriptionPeriod, exclude_fields=["updated_at"])

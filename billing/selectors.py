@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from django.db.models import Prefetch, QuerySet
+from datetime import datetime
+
+from django.db.models import F, Prefetch, QuerySet
+from django.utils import timezone
 
 from billing.models import (
     LIVE_SUBSCRIPTION_STATUSES,
@@ -15,9 +18,11 @@ from billing.models import (
     PaymentContract,
     PaymentProvider,
     PaymentTransaction,
+    PeriodStatus,
     Plan,
     RpcEndpoint,
     Subscription,
+    SubscriptionPeriod,
     Token,
 )
 
@@ -123,12 +128,46 @@ def transaction_last_for_user(*, user) -> PaymentTransaction | None:
 
 
 def subscription_current(*, user) -> Subscription | None:
-    """The live (active or past due) subscription; at most one exists per user (a DB constraint)."""
+    """The live (active or past due) subscription; at most one exists per user (a DB constraint). Its active
+    periods, in time order, are on `active_periods` (see `subscription_paid_until`, `subscription_queued`)."""
     return (
         Subscription.objects.select_related("plan__price_token__network", "debt_token", "pending_plan")
+        .prefetch_related(
+            Prefetch(
+                "periods",
+                queryset=SubscriptionPeriod.objects.filter(status=PeriodStatus.ACTIVE)
+                .select_related("plan")
+                .annotate(transaction_public_id=F("transaction__public_id"))
+                .order_by("starts_at", "id"),
+                to_attr="active_periods",
+            )
+        )
         .filter(user=user, status__in=LIVE_SUBSCRIPTION_STATUSES)
         .first()
     )
+
+
+def _active_periods(sub: Subscription) -> list[SubscriptionPeriod]:
+    periods = getattr(sub, "active_periods", None)
+    if periods is None:
+        periods = list(
+            sub.periods.filter(status=PeriodStatus.ACTIVE)
+            .select_related("plan")
+            .annotate(transaction_public_id=F("transaction__public_id"))
+            .order_by("starts_at", "id")
+        )
+    return periods
+
+
+def subscription_paid_until(sub: Subscription) -> datetime | None:
+    """The end of all paid time, queued periods included."""
+    return max((p.ends_at for p in _active_periods(sub)), default=None)
+
+
+def subscription_queued(sub: Subscription, *, now: datetime | None = None) -> list[SubscriptionPeriod]:
+    """Paid periods that start after now, in the order they will be in force."""
+    now = now or timezone.now()
+    return [p for p in _active_periods(sub) if p.starts_at > now]
 
 
 def contract_events(*, contract: PaymentContract) -> QuerySet[ChainEvent]:

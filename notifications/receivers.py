@@ -13,6 +13,9 @@ TITLES = {
     "expired": "Your subscription has expired",
     "canceled": "Your subscription was canceled",
     "downgraded": "Your plan changed",
+    "upgraded": "Your plan was upgraded",
+    "suspended": "A payment is under review",
+    "restored": "Your payment is confirmed again",
 }
 
 
@@ -44,8 +47,13 @@ def handle_plan_changed(payload: dict) -> None:
         user_id=int(payload["user_id"]),
         kind=reason or "plan_changed",
         title=TITLES.get(reason, "Your plan changed"),
-        body=f"Plan: {plan}. Period end: {payload.get('period_end') or '-'}.",
-        data={k: payload.get(k) for k in ("plan", "previous_plan", "reason", "transaction_id", "period_end")},
+        body=(
+            f"Plan: {plan}. Period end: {payload.get('period_end') or '-'}."
+            f" Paid until: {payload.get('paid_until') or '-'}."
+        ),
+        data={
+            k: payload.get(k) for k in ("plan", "previous_plan", "reason", "transaction_id", "period_end", "paid_until")
+        },
         dedupe_key=f"plan.changed.v1:{payload['event_id']}:user",
     )
     if reason in ("refunded", "expired"):

@@ -224,6 +224,17 @@ class SubscriptionFactory(factory.django.DjangoModelFactory):
     current_period_end = factory.LazyAttribute(lambda o: o.current_period_start + timedelta(days=30))
 
 
+class SubscriptionPeriodFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = m.SubscriptionPeriod
+
+    subscription = factory.SubFactory(SubscriptionFactory)
+    plan = factory.LazyAttribute(lambda o: o.subscription.plan)
+    starts_at = factory.LazyAttribute(lambda o: o.subscription.current_period_start)
+    ends_at = factory.LazyAttribute(lambda o: o.subscription.current_period_end)
+    kind = m.PeriodKind.ADMIN
+
+
 class InboundEventFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = m.InboundEvent

@@ -17,6 +17,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from billing import selectors
 from billing.fields import UINT256_MAX
 from billing.models import (
     ChainEvent,
@@ -26,6 +27,7 @@ from billing.models import (
     PaymentContract,
     PaymentProvider,
     PaymentTransaction,
+    PeriodKind,
     Plan,
     RpcEndpoint,
     Subscription,
@@ -868,12 +870,29 @@ class AuditEntrySerializer(serializers.Serializer):
 # --- the user's own view -----------------------------------------------------------------------------
 
 
+class QueuedPeriodSerializer(serializers.Serializer):
+    """One paid period that starts later (a renewal, a downgrade, an upgrade credit...)."""
+
+    plan = serializers.CharField(source="plan.slug")
+    plan_title = serializers.CharField(source="plan.title")
+    starts_at = serializers.DateTimeField()
+    ends_at = serializers.DateTimeField()
+    kind = serializers.ChoiceField(choices=PeriodKind.choices)
+    transaction_id = serializers.UUIDField(
+        source="transaction_public_id", allow_null=True, help_text="The payment that bought it, if any."
+    )
+
+
 class SubscriptionSerializer(serializers.ModelSerializer):
     plan = SlugRelatedField(slug_field="slug", read_only=True)
     plan_title = serializers.CharField(source="plan.title", read_only=True)
     interval = serializers.CharField(source="plan.interval", read_only=True)
     pending_plan = SlugRelatedField(slug_field="slug", read_only=True)
     debt = serializers.SerializerMethodField()
+    paid_until = serializers.SerializerMethodField(help_text="End of all paid time, queued periods included.")
+    queued_periods = serializers.SerializerMethodField(
+        help_text="Paid periods that start after now, in the order they will be in force."
+    )
 
     class Meta:
         model = Subscription
@@ -890,9 +909,19 @@ class SubscriptionSerializer(serializers.ModelSerializer):
             "pending_plan",
             "grace_until",
             "debt",
+            "paid_until",
+            "queued_periods",
             "created_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_paid_until(self, obj: Subscription):
+        return serializers.DateTimeField().to_representation(selectors.subscription_paid_until(obj))
+
+    @extend_schema_field(QueuedPeriodSerializer(many=True))
+    def get_queued_periods(self, obj: Subscription) -> list[dict]:
+        return QueuedPeriodSerializer(selectors.subscription_queued(obj), many=True).data
 
     @extend_schema_field(
         {
@@ -949,6 +978,8 @@ class MeSettingsSerializer(serializers.Serializer):
     plan = PlanBriefSerializer(allow_null=True)
     subscription_status = serializers.CharField(allow_null=True)
     current_period_end = serializers.DateTimeField(allow_null=True)
+    paid_until = serializers.DateTimeField(allow_null=True, help_text="End of all paid time, queued periods included.")
+    queued_periods = QueuedPeriodSerializer(many=True, help_text="Paid periods that start after now, in order.")
     cancel_at_period_end = serializers.BooleanField()
     wallet = WalletBriefSerializer(allow_null=True)
     debt = DebtSerializer()

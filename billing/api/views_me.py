@@ -47,6 +47,8 @@ class MeSettingsView(APIView):
             ),
             "subscription_status": sub.status if sub else None,
             "current_period_end": sub.current_period_end if sub else None,
+            "paid_until": selectors.subscription_paid_until(sub) if sub else None,
+            "queued_periods": selectors.subscription_queued(sub) if sub else [],
             "cancel_at_period_end": bool(sub and sub.cancel_at_period_end),
             "wallet": (
                 {"address": wallet.address, "chain_id": wallet.chain_id, "verified_at": wallet.verified_at}
@@ -101,7 +103,7 @@ class MeSubscriptionCancelView(APIView):
 
     @extend_schema(
         tags=["me"],
-        summary="Cancel at period end (idempotent); access stays until current_period_end",
+        summary="Cancel at the end of all paid time (idempotent); access stays until paid_until",
         request=None,
         responses=SubscriptionSerializer,
     )

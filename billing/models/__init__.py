@@ -7,7 +7,14 @@ from billing.models.operator_tx import OperatorTransaction
 from billing.models.outbox import DeliveryAttempt, OutboxDelivery, OutboxEvent
 from billing.models.plan import Interval, Plan
 from billing.models.provider import PaymentProvider
-from billing.models.subscription import LIVE_SUBSCRIPTION_STATUSES, Subscription, SubscriptionStatus
+from billing.models.subscription import (
+    LIVE_SUBSCRIPTION_STATUSES,
+    PeriodKind,
+    PeriodStatus,
+    Subscription,
+    SubscriptionPeriod,
+    SubscriptionStatus,
+)
 from billing.models.transaction import (
     ALLOWED_TRANSITIONS,
     PaymentTransaction,
@@ -36,10 +43,13 @@ __all__ = [
     "PaymentContract",
     "PaymentProvider",
     "PaymentTransaction",
+    "PeriodKind",
+    "PeriodStatus",
     "Plan",
     "ProductType",
     "RpcEndpoint",
     "Subscription",
+    "SubscriptionPeriod",
     "SubscriptionStatus",
     "Token",
     "TransactionStatusChange",

@@ -37,7 +37,8 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     TxStatus.CONFIRMED: frozenset({TxStatus.REFUNDED, TxStatus.NEEDS_REVIEW}),
     TxStatus.NEEDS_REVIEW: frozenset({TxStatus.CONFIRMED, TxStatus.REFUNDED, TxStatus.FAILED}),
     TxStatus.UNMATCHED: frozenset({TxStatus.REFUNDED, TxStatus.NEEDS_REVIEW}),
-    TxStatus.REFUNDED: frozenset(),
+    # A refund whose log a reorg removed is in doubt: flagged for review, and refunded again when it is re-mined.
+    TxStatus.REFUNDED: frozenset({TxStatus.NEEDS_REVIEW}),
 }
 TERMINAL_STATUSES = frozenset({TxStatus.REFUNDED})
 OPEN_STATUSES = frozenset({TxStatus.PENDING, TxStatus.SUBMITTED, TxStatus.FAILED})

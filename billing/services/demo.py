@@ -41,9 +41,11 @@ from billing.models import (
     PaymentContract,
     PaymentProvider,
     PaymentTransaction,
+    PeriodKind,
     Plan,
     RpcEndpoint,
     Subscription,
+    SubscriptionPeriod,
     SubscriptionStatus,
     Token,
     TransactionStatusChange,
@@ -914,6 +916,21 @@ def _ensure_subscriptions(user_ids: list[int], now: datetime, report: SeedReport
         subs.append(sub)
     with _explicit_timestamps(Subscription):
         Subscription.objects.bulk_create(subs, batch_size=batch_size)
+    # The paid period each subscription is derived from (docs/subscriptions.md).
+    SubscriptionPeriod.objects.bulk_create(
+        [
+            SubscriptionPeriod(
+                subscription=sub,
+                plan=sub.plan,
+                starts_at=sub.current_period_start,
+                ends_at=sub.current_period_end,
+                transaction_id=sub.last_transaction_id,
+                kind=PeriodKind.PAYMENT,
+            )
+            for sub in subs
+        ],
+        batch_size=batch_size,
+    )
     report.add("subscriptions", len(subs))
 
 

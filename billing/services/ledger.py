@@ -8,6 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing.models import PaymentTransaction, TransactionStatusChange, TxStatus, can_transition
+from billing.services.notices import ops_notice
 
 log = structlog.get_logger(__name__)
 
@@ -47,9 +48,17 @@ def transaction_set_status(
     if status == TxStatus.REFUNDED and locked.refunded_at is None:
         locked.refunded_at = now
     locked.save()
-    TransactionStatusChange.objects.create(
+    change = TransactionStatusChange.objects.create(
         transaction=locked, from_status=old, to_status=status, actor=actor, reason=reason[:500], details=details or {}
     )
+    if status == TxStatus.NEEDS_REVIEW:
+        ops_notice(
+            kind="needs_review",
+            key=f"needs_review:tx:{locked.pk}:{change.pk}",
+            title=f"Payment {locked.pk} needs review",
+            body=f"{old} -> needs_review ({actor}): {reason[:500]}",
+            data={"transaction_id": locked.pk, "tx_hash": locked.tx_hash, "from_status": old, "actor": actor},
+        )
     log.info(
         "transaction.status_changed",
         transaction_id=locked.pk,

@@ -5,6 +5,7 @@ locked (`select_for_update`) and the chain log is unique on (chain_id, tx_hash, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import structlog
 from django.db import IntegrityError, transaction
@@ -13,7 +14,13 @@ from eth_utils import to_checksum_address
 
 from billing.models import ChainEvent, PaymentContract, PaymentTransaction, Plan, Token, TxStatus
 from billing.services.ledger import transaction_record_created, transaction_set_status
-from billing.services.subscriptions import subscription_apply_payment, subscription_apply_refund
+from billing.services.notices import ops_notice
+from billing.services.subscriptions import (
+    subscription_apply_payment,
+    subscription_apply_refund,
+    subscription_restore_payment,
+    subscription_suspend_payment,
+)
 
 log = structlog.get_logger(__name__)
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
@@ -142,12 +149,31 @@ def _record_unmatched(
     except IntegrityError:
         return Effect("duplicate")
     log.warning("payment.unmatched", tx_hash=observed.tx_hash, contract_slug=contract.slug, reason=reason)
+    display = f"{token.display(tx.amount)} {token.symbol}"
+    ops_notice(
+        kind="unmatched_transfer" if order_id is None else "unmatched_payment",
+        key=f"unmatched:tx:{tx.pk}",
+        title=f"Unmatched value on {contract.slug}: {display}",
+        body=f"{reason}. Transaction {observed.tx_hash}, block {observed.block_number}; kept for review and refund.",
+        data={
+            "transaction_id": tx.pk,
+            "tx_hash": observed.tx_hash,
+            "contract": contract.slug,
+            "amount": str(tx.amount),
+        },
+    )
     return Effect("unmatched", tx)
 
 
 @transaction.atomic
 def payment_observe_paid(
-    *, contract: PaymentContract, observed: ObservedLog, gas: GasFacts, source: str, external_id: str = ""
+    *,
+    contract: PaymentContract,
+    observed: ObservedLog,
+    gas: GasFacts,
+    source: str,
+    external_id: str = "",
+    now: datetime | None = None,
 ) -> Effect:
     """A `Paid` log at the network's depth: confirm the order's ledger row once."""
     event = chain_event_record(contract=contract, observed=observed)
@@ -206,10 +232,13 @@ def payment_observe_paid(
         "external_id": external_id or tx.external_id,
         "failure_reason": "",
     }
+    if tx.status == TxStatus.NEEDS_REVIEW and tx.refund_tx_hash:
+        return Effect("duplicate", tx)  # its refund was removed by a reorg: ops decide, not a payment log
     if tx.status == TxStatus.NEEDS_REVIEW and not problems:
         transaction_set_status(
             tx=tx, status=TxStatus.CONFIRMED, actor=source, reason="seen on chain again", fields=fields
         )
+        subscription_restore_payment(tx=tx, now=now)  # gives back what the reorg suspended
         return Effect("confirmed", tx)
     transaction_set_status(tx=tx, status=TxStatus.CONFIRMED, actor=source, reason="payment log at depth", fields=fields)
     if problems:
@@ -217,7 +246,7 @@ def payment_observe_paid(
         transaction_set_status(tx=tx, status=TxStatus.NEEDS_REVIEW, actor=source, reason="; ".join(problems))
         log.error("payment.mismatch", tx_hash=observed.tx_hash, contract_slug=contract.slug, problems=problems)
         return Effect("recorded", tx)
-    subscription_apply_payment(tx=tx)
+    subscription_apply_payment(tx=tx, now=now)
     log.info(
         "payment.confirmed",
         transaction_id=tx.pk,
@@ -230,7 +259,9 @@ def payment_observe_paid(
 
 
 @transaction.atomic
-def payment_observe_refunded(*, contract: PaymentContract, observed: ObservedLog, source: str) -> Effect:
+def payment_observe_refunded(
+    *, contract: PaymentContract, observed: ObservedLog, source: str, now: datetime | None = None
+) -> Effect:
     event = chain_event_record(contract=contract, observed=observed)
     order_id = str(observed.args["orderId"]).lower()
     tx = PaymentTransaction.objects.select_for_update().filter(contract=contract, order_id=order_id).first()
@@ -251,7 +282,7 @@ def payment_observe_refunded(*, contract: PaymentContract, observed: ObservedLog
         reason="refund log at depth",
         fields={"refund_tx_hash": observed.tx_hash, "refunded_at": timezone.now()},
     )
-    subscription_apply_refund(tx=tx)
+    subscription_apply_refund(tx=tx, now=now)
     log.info(
         "payment.refunded",
         transaction_id=tx.pk,
@@ -306,3 +337,27 @@ def payment_mark_failed(*, tx: PaymentTransaction, reason: str, source: str, tx_
         reason=reason,
     )
     return Effect("failed", locked)
+
+
+@transaction.atomic
+def payment_reorged_out(
+    *, tx_id: int, event_name: str, actor: str, reason: str, details: dict | None = None, now: datetime | None = None
+) -> bool:
+    """A log the ledger applied is no longer on chain (a reorg deeper than the confirmation policy). A payment
+    (or unmatched value) goes to `needs_review` and the periods it bought are suspended; a refund goes to
+    `needs_review` too (the refund is in doubt; its periods stay removed until ops decide). Ops are told
+    (by `transaction_set_status`). Returns whether the ledger changed."""
+    tx = PaymentTransaction.objects.select_for_update().get(pk=tx_id)
+    if event_name == "Refunded":
+        if tx.status != TxStatus.REFUNDED:
+            return False
+        transaction_set_status(
+            tx=tx, status=TxStatus.NEEDS_REVIEW, actor=actor, reason=f"refund log gone: {reason}", details=details
+        )
+        return True
+    if tx.status not in (TxStatus.CONFIRMED, TxStatus.UNMATCHED):
+        return False
+    transaction_set_status(tx=tx, status=TxStatus.NEEDS_REVIEW, actor=actor, reason=reason, details=details)
+    subscription_suspend_payment(tx=tx, now=now)
+    log.warning("payment.reorged_out", transaction_id=tx.pk, tx_hash=tx.tx_hash, user_id=tx.user_id, reason=reason)
+    return True

@@ -1,27 +1,53 @@
-"""Subscription rules (docs/subscriptions.md):
+"""Subscription rules (docs/subscriptions.md). What was paid is a list of `SubscriptionPeriod` rows; the
+subscription's `plan`, `status`, `current_period_*` and `pending_*` fields are derived from them here, in
+the same transaction as every change, under the subscription's row lock.
 
-- A confirmed payment activates the plan, or extends the same plan from the current period end.
-- An upgrade (higher tier) starts at once: a new period starts now on the new plan.
-- A downgrade (lower tier) starts at the period end: the paid period is appended after it.
-- A cancel takes effect at the period end.
-- Past the period end unpaid (and not canceled): past due for the plan's grace period, the renewal price
-  recorded as debt; after the grace period: expired.
-- A refund of the payment behind the current subscription ends it at once.
-Each change of what the user may do writes a plan.changed.v1 outbox event in the same transaction.
+- The plan in force at time t is the plan of the active period covering t.
+- A renewal (the plan in force) and a downgrade (a lower tier) queue after all paid time.
+- An upgrade (a higher tier, or another plan of the same tier) starts now; the unused part of the period
+  in force becomes time on the new plan: unused seconds x old price per second / new price per second,
+  the prices being the USD estimates stored on the payments, exact, rounded down to whole seconds. Periods
+  queued behind it keep their plan and move after the new time.
+- A refund removes the periods its payment bought (later periods move up); a reorg suspends them the same
+  way and a re-mined payment restores its unused time. The subscription ends only when no paid time
+  remains from now on.
+- A cancel takes effect at the end of all paid time. Past the end of all paid time (not canceled): past due
+  for the plan's grace period, the renewal price recorded as debt; after the grace period: expired.
+
+Each change of what the user may do, or of how long it is paid for, writes a plan.changed.v1 outbox event
+in the same transaction.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from contextlib import contextmanager
 from datetime import datetime, timedelta
+from fractions import Fraction
 
 import structlog
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from billing.models import LIVE_SUBSCRIPTION_STATUSES, PaymentTransaction, Plan, Subscription, SubscriptionStatus
+from billing.models import (
+    LIVE_SUBSCRIPTION_STATUSES,
+    PaymentTransaction,
+    PeriodKind,
+    PeriodStatus,
+    Plan,
+    Subscription,
+    SubscriptionPeriod,
+    SubscriptionStatus,
+)
 from billing.services.outbox import outbox_emit
 
 log = structlog.get_logger(__name__)
+ONE_SECOND = timedelta(seconds=1)
+MICROS = 10**6
+
+
+# --- the plan.changed.v1 event ----------------------------------------------------------------------------
 
 
 def _emit_plan_changed(
@@ -32,6 +58,7 @@ def _emit_plan_changed(
     reason: str,
     transaction_id: int | None,
     period_end: datetime | None,
+    paid_until: datetime | None,
 ) -> None:
     outbox_emit(
         topic="plan.changed.v1",
@@ -46,111 +73,489 @@ def _emit_plan_changed(
             "reason": reason,
             "transaction_id": str(transaction_id) if transaction_id else None,
             "period_end": period_end.isoformat() if period_end else None,
+            "paid_until": paid_until.isoformat() if paid_until else None,
         },
     )
 
 
-def _live_subscription(user_id: int) -> Subscription | None:
-    return (
+# --- the timeline -------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _rearranging_periods():
+    """Inside, periods may overlap for a moment (a rule moves several rows); on the way out the database
+    checks the exclusion constraint at once, so a rule that left an overlap fails here, not at commit."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS period_no_overlap DEFERRED")
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS period_no_overlap IMMEDIATE")
+
+
+def _timeline(sub: Subscription) -> list[SubscriptionPeriod]:
+    """The subscription's active periods, in time order."""
+    return list(
+        SubscriptionPeriod.objects.select_related(
+            "plan", "transaction__plan", "transaction__token", "credit_for__plan", "credit_for__token"
+        )
+        .filter(subscription=sub, status=PeriodStatus.ACTIVE)
+        .order_by("starts_at", "id")
+    )
+
+
+def _ensure_periods(sub: Subscription) -> None:
+    """A subscription written without periods (before migration 0007, or by hand) gets them from its fields."""
+    if sub.periods.exists():
+        return
+    last = sub.last_transaction
+    pending = bool(sub.pending_plan_id and sub.pending_period_end and sub.pending_period_end > sub.current_period_end)
+    pays_pending = pending and last is not None and last.plan_id == sub.pending_plan_id
+    SubscriptionPeriod.objects.create(
+        subscription=sub,
+        plan_id=sub.plan_id,
+        starts_at=sub.current_period_start,
+        ends_at=sub.current_period_end,
+        transaction=last if last is not None and last.plan_id == sub.plan_id and not pays_pending else None,
+        kind=PeriodKind.MIGRATED,
+        note="from the subscription's period fields",
+    )
+    if pending:
+        SubscriptionPeriod.objects.create(
+            subscription=sub,
+            plan_id=sub.pending_plan_id,
+            starts_at=sub.current_period_end,
+            ends_at=sub.pending_period_end,
+            transaction=last if pays_pending else None,
+            kind=PeriodKind.MIGRATED,
+            note="from the subscription's pending downgrade",
+        )
+
+
+def covering(periods: Iterable[SubscriptionPeriod], at: datetime) -> SubscriptionPeriod | None:
+    """The period in force at `at` (periods never overlap, so at most one)."""
+    return next((p for p in periods if p.starts_at <= at < p.ends_at), None)
+
+
+def paid_until_of(periods: list[SubscriptionPeriod]) -> datetime | None:
+    return max((p.ends_at for p in periods), default=None)
+
+
+def _run(periods: list[SubscriptionPeriod], index: int) -> tuple[datetime, datetime, int, int]:
+    """The contiguous stretch of the same plan around periods[index]: (start, end, first index, last index)."""
+    first = last = index
+    plan_id = periods[index].plan_id
+    while (
+        first > 0 and periods[first - 1].plan_id == plan_id and periods[first - 1].ends_at == periods[first].starts_at
+    ):
+        first -= 1
+    while (
+        last + 1 < len(periods)
+        and periods[last + 1].plan_id == plan_id
+        and periods[last + 1].starts_at == periods[last].ends_at
+    ):
+        last += 1
+    return periods[first].starts_at, periods[last].ends_at, first, last
+
+
+def _lay_out(queue: list[SubscriptionPeriod], start: datetime) -> None:
+    """Place `queue` back to back from `start`, each keeping its length (saved only when it moved)."""
+    cursor = start
+    for period in queue:
+        length = period.ends_at - period.starts_at
+        if period.starts_at != cursor:
+            period.starts_at, period.ends_at = cursor, cursor + length
+            period.save(update_fields=["starts_at", "ends_at", "updated_at"])
+        cursor = period.ends_at
+
+
+def _close_gaps(periods: list[SubscriptionPeriod], now: datetime) -> None:
+    """After periods were taken out: what is queued moves up behind the period in force, or starts now."""
+    in_force = covering(periods, now)
+    queue = [p for p in periods if p.starts_at > now]
+    _lay_out(queue, in_force.ends_at if in_force else now)
+
+
+def _derive(sub: Subscription, periods: list[SubscriptionPeriod], now: datetime) -> bool:
+    """Set the subscription's derived fields from its periods. Returns whether a period is in force now."""
+    if not periods:
+        sub.pending_plan = None
+        sub.pending_period_end = None
+        return False
+    in_force = covering(periods, now)
+    index = periods.index(in_force) if in_force else len(periods) - 1
+    start, end, _, last = _run(periods, index)
+    sub.plan = periods[index].plan
+    sub.current_period_start, sub.current_period_end = start, end
+    following = last + 1
+    if in_force and following < len(periods) and periods[following].starts_at == end:
+        sub.pending_plan = periods[following].plan
+        sub.pending_period_end = _run(periods, following)[1]
+    else:
+        sub.pending_plan = None
+        sub.pending_period_end = None
+    return in_force is not None
+
+
+def _activate(sub: Subscription) -> None:
+    sub.status = SubscriptionStatus.ACTIVE
+    sub.debt_amount = 0
+    sub.debt_token = None
+    sub.grace_until = None
+    sub.ended_at = None
+
+
+def _emit_for(sub: Subscription, *, previous: Plan | None, reason: str, transaction_id: int | None, periods) -> None:
+    _emit_plan_changed(
+        user_id=sub.user_id,
+        previous_plan=previous,
+        plan=sub.plan,
+        reason=reason,
+        transaction_id=transaction_id,
+        period_end=sub.current_period_end,
+        paid_until=paid_until_of(periods),
+    )
+
+
+def _end(
+    sub: Subscription,
+    *,
+    status: str,
+    reason: str,
+    now: datetime,
+    transaction_id: int | None = None,
+    period_end: datetime | None = None,
+) -> Subscription:
+    """Nothing is paid from now on: no plan from now on."""
+    sub.status = status
+    sub.ended_at = now
+    sub.pending_plan = None
+    sub.pending_period_end = None
+    sub.save()
+    end = period_end or sub.current_period_end
+    _emit_plan_changed(
+        user_id=sub.user_id,
+        previous_plan=sub.plan,
+        plan=None,
+        reason=reason,
+        transaction_id=transaction_id,
+        period_end=end,
+        paid_until=end,
+    )
+    return sub
+
+
+# --- prices and the upgrade credit -------------------------------------------------------------------------
+
+
+def _usd(tx: PaymentTransaction) -> Fraction | None:
+    """The USD estimate of what a payment paid: usd_rate_at_confirmation x amount, exact."""
+    if tx.usd_rate_at_confirmation is None or not tx.amount:
+        return None
+    return Fraction(tx.usd_rate_at_confirmation) * tx.amount / 10**tx.token.decimals
+
+
+def paid_length(tx: PaymentTransaction) -> timedelta:
+    return tx.plan.period * max(tx.periods, 1)
+
+
+def price_per_second(period: SubscriptionPeriod) -> Fraction | None:
+    """USD per second of a period: its payment's USD estimate over the time that payment bought (for an
+    upgrade credit, the upgrade payment's); for a period without a payment, the plan's USD estimate."""
+    source = period.credit_for if period.kind == PeriodKind.UPGRADE_CREDIT else period.transaction
+    if source is not None and source.plan_id:
+        usd = _usd(source)
+        if usd:
+            return usd / int(paid_length(source).total_seconds())
+    if period.plan.price_usd_estimate:
+        return Fraction(period.plan.price_usd_estimate) / int(period.plan.period.total_seconds())
+    return None
+
+
+def upgrade_credit_seconds(unused: timedelta, old: Fraction | None, new: Fraction | None) -> int:
+    """floor(unused seconds x old price per second / new price per second). Exact: the unused time in whole
+    microseconds and the prices as fractions; without a known price on either side, second for second."""
+    unused_us = (unused.days * 86_400 + unused.seconds) * MICROS + unused.microseconds
+    if unused_us <= 0:
+        return 0
+    if not old or not new:
+        return unused_us // MICROS
+    ratio = old / new
+    return (unused_us * ratio.numerator) // (MICROS * ratio.denominator)
+
+
+# --- placing paid time ---------------------------------------------------------------------------------------
+
+
+def _lock_live(user_id: int) -> Subscription | None:
+    sub = (
         Subscription.objects.select_for_update(of=("self",))
-        .select_related("plan")
+        .select_related("plan", "last_transaction")
         .filter(user_id=user_id, status__in=LIVE_SUBSCRIPTION_STATUSES)
         .first()
+    )
+    if sub is not None:
+        _ensure_periods(sub)
+    return sub
+
+
+def _place(
+    sub: Subscription,
+    *,
+    plan: Plan,
+    length: timedelta,
+    now: datetime,
+    transaction: PaymentTransaction | None,
+    credit_for: PaymentTransaction | None = None,
+    kind: str | None = None,
+    row: SubscriptionPeriod | None = None,
+    restoring: bool = False,
+) -> str:
+    """Add `length` of paid time on `plan` to the subscription (the rules in the module docstring).
+    `row`: an existing (suspended) period to reuse; `restoring`: time given back after a reorg, which never
+    starts in the past. Returns the event reason."""
+    periods = _timeline(sub)
+    in_force = covering(periods, now)
+    paid_until = paid_until_of(periods)
+    new = row or SubscriptionPeriod(subscription=sub)
+    new.subscription = sub
+    new.plan = plan
+    new.transaction = transaction
+    new.credit_for = credit_for
+    new.status = PeriodStatus.ACTIVE
+    new.suspended_at = None
+
+    def put(start: datetime, default_kind: str) -> None:
+        new.kind = kind or default_kind
+        new.starts_at, new.ends_at = start, start + length
+        new.save()
+
+    if in_force is None:
+        # Nothing in force (a new subscription, or past due): a payment for the last plan pays from the end of
+        # its paid time (the grace days it used) when it reaches now; anything else starts now.
+        renews = (
+            not restoring
+            and bool(periods)
+            and plan.pk == sub.plan_id
+            and paid_until is not None
+            and paid_until + length > now
+        )
+        put(paid_until if renews else now, PeriodKind.RENEWAL if renews else PeriodKind.PAYMENT)
+        return "payment_confirmed"
+    if plan.pk == in_force.plan_id:
+        put(paid_until, PeriodKind.RENEWAL)
+        return "payment_confirmed"
+    if plan.tier < in_force.plan.tier:
+        put(paid_until, PeriodKind.PAYMENT)
+        log.info("subscription.downgrade_queued", user_id=sub.user_id, plan=plan.slug, starts_at=paid_until)
+        return "payment_confirmed"
+
+    # An upgrade: the new time starts now; the unused part of the period in force becomes time on the new plan.
+    queued = [p for p in periods if p.starts_at > now]
+    unused = in_force.ends_at - now
+    with _rearranging_periods():
+        if in_force.starts_at < now:
+            in_force.ends_at = now
+            in_force.save(update_fields=["ends_at", "updated_at"])
+        else:
+            in_force.status = PeriodStatus.REPLACED
+            in_force.note = "its whole time became an upgrade credit"
+            in_force.save(update_fields=["status", "note", "updated_at"])
+        put(now, PeriodKind.PAYMENT)
+        rate_source = credit_for if credit_for is not None else transaction
+        new_price = price_per_second(SubscriptionPeriod(plan=plan, transaction=rate_source, kind=PeriodKind.PAYMENT))
+        seconds = upgrade_credit_seconds(unused, price_per_second(in_force), new_price)
+        tail = []
+        if seconds > 0:
+            credit = SubscriptionPeriod.objects.create(
+                subscription=sub,
+                plan=plan,
+                starts_at=new.ends_at,
+                ends_at=new.ends_at + timedelta(seconds=seconds),
+                transaction=in_force.transaction,
+                credit_for=rate_source,
+                kind=PeriodKind.UPGRADE_CREDIT,
+                note=f"{int(unused.total_seconds())} s of {in_force.plan.slug} -> {seconds} s of {plan.slug}",
+            )
+            tail.append(credit)
+        _lay_out(tail + queued, new.ends_at)
+    log.info(
+        "subscription.upgraded",
+        user_id=sub.user_id,
+        plan=plan.slug,
+        previous_plan=in_force.plan.slug,
+        unused_seconds=int(unused.total_seconds()),
+        credit_seconds=seconds,
+    )
+    return "upgraded"
+
+
+def _settle(
+    sub: Subscription, *, now: datetime, previous: Plan | None, reason: str, transaction_id: int | None
+) -> Subscription:
+    """Derive, save and tell: the step every rule ends with."""
+    periods = _timeline(sub)
+    if _derive(sub, periods, now):
+        _activate(sub)
+        sub.save()
+        _emit_for(sub, previous=previous, reason=reason, transaction_id=transaction_id, periods=periods)
+        return sub
+    # Nothing paid from now on: the current period ends now.
+    if sub.current_period_end > now:
+        sub.current_period_end = max(now, sub.current_period_start + ONE_SECOND)
+    return _end(
+        sub, status=SubscriptionStatus.EXPIRED, reason=reason, now=now, transaction_id=transaction_id, period_end=now
     )
 
 
 @transaction.atomic
 def subscription_apply_payment(*, tx: PaymentTransaction, now: datetime | None = None) -> Subscription | None:
-    """Called once per confirmed ledger row (the caller guarantees once)."""
+    """Called once per confirmed ledger row (the caller guarantees once): adds the time it paid for."""
     if tx.user_id is None or tx.plan_id is None:
         return None
     now = now or timezone.now()
     plan = tx.plan
-    paid = plan.period * max(tx.periods, 1)
-    sub = _live_subscription(tx.user_id)
+    sub = _lock_live(tx.user_id)
+    previous = None
     if sub is None:
         sub = Subscription.objects.create(
             user_id=tx.user_id,
             plan=plan,
             status=SubscriptionStatus.ACTIVE,
             current_period_start=now,
-            current_period_end=now + paid,
+            current_period_end=now + paid_length(tx),
             last_transaction=tx,
         )
-        _emit_plan_changed(
-            user_id=tx.user_id,
-            previous_plan=None,
-            plan=plan,
-            reason="payment_confirmed",
-            transaction_id=tx.pk,
-            period_end=sub.current_period_end,
-        )
-        return sub
-
-    previous = sub.plan
-    sub.last_transaction = tx
-    sub.debt_amount = 0
-    sub.debt_token = None
-    sub.grace_until = None
-    sub.cancel_at_period_end = False
-    sub.canceled_at = None
-    if plan.pk == previous.pk:
-        # Extend from the period end: a late (past due) payment pays for the grace days it used.
-        start = sub.current_period_end if sub.current_period_end > now - paid else now
-        sub.current_period_end = start + paid
-        sub.status = SubscriptionStatus.ACTIVE
-    elif plan.tier >= previous.tier or sub.status == SubscriptionStatus.PAST_DUE:
-        # Upgrade (or a new plan bought while past due): starts now.
-        sub.plan = plan
-        sub.current_period_start = now
-        sub.current_period_end = now + paid
-        sub.pending_plan = None
-        sub.pending_period_end = None
-        sub.status = SubscriptionStatus.ACTIVE
     else:
-        # Downgrade: the current plan runs to its end, the paid period follows on the new plan.
-        sub.pending_plan = plan
-        sub.pending_period_end = sub.current_period_end + paid
-        sub.save()
-        log.info("subscription.downgrade_scheduled", user_id=tx.user_id, plan=plan.slug, transaction_id=tx.pk)
-        return sub
-    sub.save()
-    _emit_plan_changed(
-        user_id=tx.user_id,
-        previous_plan=previous,
-        plan=plan,
-        reason="payment_confirmed",
-        transaction_id=tx.pk,
-        period_end=sub.current_period_end,
+        previous = sub.plan
+        sub.last_transaction = tx
+        sub.cancel_at_period_end = False
+        sub.canceled_at = None
+    reason = _place(sub, plan=plan, length=paid_length(tx), now=now, transaction=tx)
+    return _settle(sub, now=now, previous=previous, reason=reason, transaction_id=tx.pk)
+
+
+def _take_out(
+    *, tx: PaymentTransaction, now: datetime, status: str, reason: str, statuses: tuple[str, ...]
+) -> Subscription | None:
+    """Refund (status removed) or reorg (status suspended): the periods `tx` bought leave the timeline."""
+    rows = list(
+        SubscriptionPeriod.objects.filter(transaction=tx, status__in=statuses).values_list("pk", "subscription_id")
     )
-    return sub
+    result = None
+    for sub_id in sorted({s for _, s in rows}):
+        sub = Subscription.objects.select_for_update(of=("self",)).select_related("plan").get(pk=sub_id)
+        mine = list(SubscriptionPeriod.objects.filter(transaction=tx, subscription=sub, status__in=statuses))
+        affects_now = any(p.status == PeriodStatus.ACTIVE and p.ends_at > now for p in mine)
+        for period in mine:
+            period.status = status
+            if status == PeriodStatus.SUSPENDED:
+                period.suspended_at = now
+            else:
+                period.removed_at = now
+            period.save(update_fields=["status", "suspended_at", "removed_at", "updated_at"])
+        if sub.status not in LIVE_SUBSCRIPTION_STATUSES or not affects_now:
+            continue  # history only: nothing paid from now on changed
+        previous = sub.plan
+        with _rearranging_periods():
+            _close_gaps(_timeline(sub), now)
+        result = _settle(sub, now=now, previous=previous, reason=reason, transaction_id=tx.pk)
+        log.info(f"subscription.{reason}", user_id=sub.user_id, subscription_id=sub.pk, transaction_id=tx.pk)
+    return result
 
 
 @transaction.atomic
 def subscription_apply_refund(*, tx: PaymentTransaction, now: datetime | None = None) -> Subscription | None:
-    """A refund ends the subscription it paid for, at once."""
-    if tx.user_id is None:
-        return None
-    now = now or timezone.now()
-    sub = _live_subscription(tx.user_id)
-    if sub is None or (sub.last_transaction_id != tx.pk and sub.plan_id != tx.plan_id):
-        return None
-    previous = sub.plan
-    sub.status = SubscriptionStatus.EXPIRED
-    sub.ended_at = now
-    sub.current_period_end = min(sub.current_period_end, max(now, sub.current_period_start + timedelta(seconds=1)))
-    sub.pending_plan = None
-    sub.pending_period_end = None
-    sub.save()
-    _emit_plan_changed(
-        user_id=tx.user_id, previous_plan=previous, plan=None, reason="refunded", transaction_id=tx.pk, period_end=now
+    """A refund takes back exactly the time its payment bought (later periods move up); the subscription
+    ends only when no paid time remains. Returns the changed live subscription, if one changed."""
+    return _take_out(
+        tx=tx,
+        now=now or timezone.now(),
+        status=PeriodStatus.REMOVED,
+        reason="refunded",
+        statuses=(PeriodStatus.ACTIVE, PeriodStatus.SUSPENDED),
     )
-    return sub
+
+
+@transaction.atomic
+def subscription_suspend_payment(*, tx: PaymentTransaction, now: datetime | None = None) -> Subscription | None:
+    """A reorg removed the payment: its periods are suspended (the plan in force falls back to what remains
+    paid) until the payment is seen on chain again (`subscription_restore_payment`) or refunded."""
+    return _take_out(
+        tx=tx,
+        now=now or timezone.now(),
+        status=PeriodStatus.SUSPENDED,
+        reason="suspended",
+        statuses=(PeriodStatus.ACTIVE,),
+    )
+
+
+@transaction.atomic
+def subscription_restore_payment(*, tx: PaymentTransaction, now: datetime | None = None) -> Subscription | None:
+    """The payment is on chain again: the time its suspended periods had not yet given is placed again, like
+    a payment confirmed now (the part used before the suspension stays where it was)."""
+    now = now or timezone.now()
+    suspended = list(
+        SubscriptionPeriod.objects.select_related("plan", "subscription")
+        .filter(transaction=tx, status=PeriodStatus.SUSPENDED)
+        .order_by("starts_at", "id")
+    )
+    if not suspended or tx.user_id is None:
+        return None
+    sub = _lock_live(tx.user_id)
+    previous = sub.plan if sub is not None else None
+    if sub is None:
+        sub = _reopen(suspended[0].subscription, tx=tx, now=now)
+    placed = False
+    for period in suspended:
+        cut = period.suspended_at or now
+        remaining = period.ends_at - max(period.starts_at, cut)
+        used = period.starts_at < cut
+        if used:
+            # The part before the suspension was in force then: it is history again.
+            period.status = PeriodStatus.ACTIVE
+            period.ends_at = min(period.ends_at, cut)
+            period.suspended_at = None
+            period.save(update_fields=["status", "ends_at", "suspended_at", "updated_at"])
+        if remaining <= timedelta(0):
+            continue
+        _place(
+            sub,
+            plan=period.plan,
+            length=remaining,
+            now=now,
+            transaction=period.transaction,
+            credit_for=period.credit_for,
+            kind=period.kind,
+            row=None if used else period,  # a period that never started moves as it is
+            restoring=True,
+        )
+        placed = True
+    if not placed:
+        return None
+    return _settle(sub, now=now, previous=previous, reason="restored", transaction_id=tx.pk)
+
+
+def _reopen(sub: Subscription, *, tx: PaymentTransaction, now: datetime) -> Subscription:
+    """The user has no live subscription: the one the suspended payment belonged to comes back if it is the
+    user's latest, else a new one starts."""
+    latest = Subscription.objects.select_for_update().filter(user_id=sub.user_id).order_by("-created_at", "-id")[0]
+    if latest.pk == sub.pk:
+        _activate(latest)
+        latest.save()
+        return latest
+    return Subscription.objects.create(
+        user_id=sub.user_id,
+        plan=sub.plan,
+        status=SubscriptionStatus.ACTIVE,
+        current_period_start=now,
+        current_period_end=now + ONE_SECOND,
+        last_transaction=tx,
+    )
 
 
 @transaction.atomic
 def subscription_cancel(*, subscription: Subscription, actor: str) -> Subscription:
-    """Cancel at period end: access stays until then."""
+    """Cancel at the end of all paid time: access stays until then."""
     sub = Subscription.objects.select_for_update().get(pk=subscription.pk)
     if sub.status not in LIVE_SUBSCRIPTION_STATUSES:
         raise ValueError("Only a live subscription can be canceled.")
@@ -164,33 +569,34 @@ def subscription_cancel(*, subscription: Subscription, actor: str) -> Subscripti
 
 @transaction.atomic
 def subscription_advance(*, subscription_id: int, now: datetime | None = None) -> Subscription | None:
-    """Move one subscription through period-end rules. Idempotent: does nothing before its time."""
+    """Move one subscription through period ends. Idempotent: does nothing before its time."""
     now = now or timezone.now()
     sub = (
         Subscription.objects.select_for_update(skip_locked=True, of=("self",))
-        .select_related("plan", "pending_plan")
+        .select_related("plan", "last_transaction")
         .filter(pk=subscription_id, status__in=LIVE_SUBSCRIPTION_STATUSES)
         .first()
     )
     if sub is None:
         return None
-    previous = sub.plan
+    _ensure_periods(sub)
     if sub.status == SubscriptionStatus.ACTIVE and sub.current_period_end <= now:
-        if sub.pending_plan_id and sub.pending_period_end:
-            sub.plan = sub.pending_plan
-            sub.current_period_start = sub.current_period_end
-            sub.current_period_end = sub.pending_period_end
-            sub.pending_plan = None
-            sub.pending_period_end = None
-            sub.save()
-            _emit_plan_changed(
-                user_id=sub.user_id,
-                previous_plan=previous,
-                plan=sub.plan,
-                reason="downgraded",
-                transaction_id=sub.last_transaction_id,
-                period_end=sub.current_period_end,
+        previous = sub.plan
+        periods = _timeline(sub)
+        in_force = _derive(sub, periods, now)
+        changed = sub.plan_id != previous.pk
+        sub.save()
+        if changed:
+            # The next paid period (queued by a payment) is in force now, or was before the paid time ran out.
+            current = covering(periods, now) or periods[-1]
+            _emit_for(
+                sub,
+                previous=previous,
+                reason="downgraded" if sub.plan.tier < previous.tier else "upgraded",
+                transaction_id=current.transaction_id or current.credit_for_id,
+                periods=periods,
             )
+        if in_force:
             return sub
         if sub.cancel_at_period_end:
             return _end(sub, status=SubscriptionStatus.CANCELED, reason="canceled", now=now)
@@ -212,31 +618,14 @@ def subscription_advance(*, subscription_id: int, now: datetime | None = None) -
                 "debt_token": sub.plan.price_token.symbol,
             },
         )
-        return sub
+        if sub.grace_until > now:
+            return sub
     if sub.status == SubscriptionStatus.PAST_DUE and sub.grace_until and sub.grace_until <= now:
         return _end(sub, status=SubscriptionStatus.EXPIRED, reason="expired", now=now)
     return sub
 
 
-def _end(sub: Subscription, *, status: str, reason: str, now: datetime) -> Subscription:
-    """The period is over and nothing follows: no plan from now on."""
-    sub.status = status
-    sub.ended_at = now
-    sub.save()
-    _emit_plan_changed(
-        user_id=sub.user_id,
-        previous_plan=sub.plan,
-        plan=None,
-        reason=reason,
-        transaction_id=None,
-        period_end=sub.current_period_end,
-    )
-    return sub
-
-
 def subscriptions_due_ids(*, now: datetime | None = None, limit: int = 1000) -> list[int]:
-    from django.db.models import Q
-
     now = now or timezone.now()
     return list(
         Subscription.objects.filter(

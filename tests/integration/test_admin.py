@@ -74,6 +74,7 @@ FACTORIES = {
     m.PaymentProvider: f.PaymentProviderFactory,
     m.Plan: f.PlanFactory,
     m.Subscription: f.SubscriptionFactory,
+    m.SubscriptionPeriod: f.SubscriptionPeriodFactory,
     m.PaymentTransaction: _confirmed_tx_with_history,
     m.TransactionStatusChange: f.TransactionStatusChangeFactory,
     m.IdempotencyKey: f.IdempotencyKeyFactory,

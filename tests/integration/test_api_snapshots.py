@@ -8,11 +8,14 @@ from __future__ import annotations
 import json
 import os
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.core.cache import cache
 
+from billing.models import SubscriptionPeriod
+from billing.services.subscriptions import subscription_apply_payment
 from profiles.models import Wallet
 from tests import factories as f
 from tests.integration.test_api_catalog import build_catalog
@@ -63,7 +66,15 @@ def world(plain_user):
     objects["tx"] = f.ConfirmedTransactionFactory(
         user=plain_user, plan=plan, payer_address=f.random_address(), block_number=1001
     )
-    f.SubscriptionFactory(user=plain_user, plan=plan)
+    sub = subscription_apply_payment(tx=objects["tx"])
+    # A queued period (an operator's grant, no payment) so the answers show queued_periods.
+    SubscriptionPeriod.objects.create(
+        subscription=sub,
+        plan=plan,
+        starts_at=sub.current_period_end,
+        ends_at=sub.current_period_end + timedelta(days=30),
+        kind="admin",
+    )
     Wallet.objects.create(user=plain_user, address=f.random_address(), chain_id=31337, verified_at=plan.created_at)
     f.NotificationFactory(user=plain_user, title="Payment confirmed", body="Your Pro plan is active.")
     f.ChainEventFactory(

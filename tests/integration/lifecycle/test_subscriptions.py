@@ -31,6 +31,7 @@ EVENT_FIELDS = {
     "reason",
     "transaction_id",
     "period_end",
+    "paid_until",
 }
 
 
@@ -99,14 +100,16 @@ def test_upgrade_starts_now(plans, t0):
     pay(user, plans["starter"], now=t0)
     upgrade_at = t0 + timedelta(days=10)
     tx, sub = pay(user, plans["pro"], now=upgrade_at)
+    # 20 unused Starter days ($5 a month) are worth 20 x 5 / 15 = 6 2/3 Pro days ($15 a month).
+    credit = timedelta(days=6, hours=16)
     assert (sub.plan, sub.current_period_start, sub.current_period_end) == (
         plans["pro"],
         upgrade_at,
-        upgrade_at + MONTH,
+        upgrade_at + MONTH + credit,
     )
     event = last_event(user)
     assert (event["previous_plan"], event["plan"], event["limits"]) == ("starter", "pro", {"api_calls": 10000})
-    assert event["reason"] == "payment_confirmed" and event["transaction_id"] == str(tx.pk)
+    assert event["reason"] == "upgraded" and event["transaction_id"] == str(tx.pk)
 
 
 def test_downgrade_is_scheduled_for_the_period_end(plans, t0):
@@ -116,7 +119,12 @@ def test_downgrade_is_scheduled_for_the_period_end(plans, t0):
     tx, sub = pay(user, plans["starter"], now=t0 + timedelta(days=10))
     assert sub.plan == plans["pro"] and sub.current_period_end == t0 + MONTH  # pro runs to its end
     assert (sub.pending_plan, sub.pending_period_end) == (plans["starter"], t0 + 2 * MONTH)
-    assert len(plan_events(user)) == before  # nothing the user may do changed yet
+    # The payment is confirmed and paid time grew; the plan in force did not change yet.
+    assert len(plan_events(user)) == before + 1
+    event = last_event(user)
+    assert (event["previous_plan"], event["plan"], event["reason"]) == ("pro", "pro", "payment_confirmed")
+    assert datetime.fromisoformat(event["period_end"]) == t0 + MONTH
+    assert datetime.fromisoformat(event["paid_until"]) == t0 + 2 * MONTH
 
     assert subscription_advance(subscription_id=sub.pk, now=t0 + MONTH - timedelta(seconds=1)).plan == plans["pro"]
     sub = subscription_advance(subscription_id=sub.pk, now=t0 + MONTH)
