@@ -266,6 +266,7 @@ class NetworkAdmin(ServiceAdminMixin, ModelAdmin):
         "is_testnet",
         "enabled",
         "confirmation_depth",
+        "confirmation_policy",
         "native_symbol",
         "endpoint_count",
     )
@@ -275,7 +276,18 @@ class NetworkAdmin(ServiceAdminMixin, ModelAdmin):
     inlines = (RpcEndpointInline,)
     fieldsets = (
         (None, {"fields": ("slug", "name", "chain_id", "is_testnet", "enabled")}),
-        ("Chain", {"fields": ("confirmation_depth", "block_time_seconds", "native_symbol", "native_decimals")}),
+        (
+            "Chain",
+            {
+                "fields": (
+                    "confirmation_policy",
+                    "confirmation_depth",
+                    "block_time_seconds",
+                    "native_symbol",
+                    "native_decimals",
+                )
+            },
+        ),
         ("Explorer", {"fields": ("explorer_tx_url", "explorer_address_url", "explorer_block_url")}),
         ("Record", {"fields": ("created_at", "updated_at")}),
     )

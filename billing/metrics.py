@@ -43,3 +43,14 @@ WEBHOOK_REJECTED = Counter(
     "Contract webhook deliveries refused before anything was stored (bad, missing or stale signature).",
     ["contract", "reason"],
 )
+
+CHAIN_EVENTS_FAILED = Counter(
+    "billing_chain_events_failed_total",
+    "Contract logs the chain follower could not apply (recorded for review on ChainEvent.apply_error, skipped).",
+    ["contract"],
+)
+PAYMENTS_REVERIFIED = Counter(
+    "billing_payments_reverified_total",
+    "Recent confirmations checked again against the chain by the re-verification sweep, by outcome.",
+    ["outcome"],
+)

@@ -115,3 +115,11 @@ def operator_txs_sweep() -> int:
         except Exception as exc:  # the next sweep tries again
             log.warning("operator_tx.watch_failed", row_id=pk, error=f"{type(exc).__name__}: {exc}")
     return len(ids)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True, soft_time_limit=240, time_limit=300)
+def payments_reverify() -> int:
+    """Recent confirmations the follower has not passed yet, checked against the chain again (reorgs)."""
+    from billing.services.reverify import payments_reverify_run
+
+    return sum(payments_reverify_run().values())

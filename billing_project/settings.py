@@ -214,6 +214,8 @@ BILLING_WEBHOOK_SECRET_GRACE = timedelta(hours=env.int("BILLING_WEBHOOK_SECRET_G
 # The webhook request reads its contract (secrets, chain, ABI methods) from a per-process cache this old at
 # most: a secret rotation reaches every web worker within this many seconds (at once in the saving process).
 BILLING_WEBHOOK_CONTRACT_CACHE_SECONDS = env.float("BILLING_WEBHOOK_CONTRACT_CACHE_SECONDS", default=5.0)
+# Confirmations younger than this that the chain follower has not passed are checked again (reorgs).
+BILLING_REVERIFY_WINDOW = timedelta(hours=env.int("BILLING_REVERIFY_WINDOW_HOURS", default=24))
 BILLING_LOCAL_CHAIN_RPC = env.str("BILLING_LOCAL_CHAIN_RPC", default="http://127.0.0.1:8545")
 METRICS_BEARER_TOKEN = env.str("METRICS_BEARER_TOKEN", default="")
 # Sign-In with Ethereum (wallet linking): what a message must name to be accepted.
@@ -264,6 +266,7 @@ CELERY_BEAT_SCHEDULE = {
     "checkouts-expire": {"task": "billing.tasks.checkouts_expire", "schedule": 60.0},
     "subscriptions-advance": {"task": "billing.tasks.subscriptions_advance", "schedule": 60.0},
     "operator-txs-sweep": {"task": "billing.tasks.operator_txs_sweep", "schedule": 15.0},
+    "payments-reverify": {"task": "billing.tasks.payments_reverify", "schedule": 30.0},
     "notifications-sweep": {"task": "notifications.tasks.notifications_sweep", "schedule": 60.0},
 }
 

@@ -506,6 +506,7 @@ class NetworkSerializer(CatalogWriteMixin, serializers.ModelSerializer):
             "is_testnet",
             "enabled",
             "confirmation_depth",
+            "confirmation_policy",
             "native_symbol",
             "native_decimals",
             "block_time_seconds",

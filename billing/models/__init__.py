@@ -2,7 +2,7 @@ from billing.models.chain import ChainBlock, ChainCursor, ChainEvent
 from billing.models.contract import PaymentContract
 from billing.models.idempotency import IdempotencyKey
 from billing.models.inbound import InboundEvent
-from billing.models.network import CryptoConfig, Network, NetworkFallback, RpcEndpoint, Token
+from billing.models.network import ConfirmationPolicy, CryptoConfig, Network, NetworkFallback, RpcEndpoint, Token
 from billing.models.operator_tx import OperatorTransaction
 from billing.models.outbox import DeliveryAttempt, OutboxDelivery, OutboxEvent
 from billing.models.plan import Interval, Plan
@@ -29,6 +29,7 @@ __all__ = [
     "ChainBlock",
     "ChainCursor",
     "ChainEvent",
+    "ConfirmationPolicy",
     "CryptoConfig",
     "DeliveryAttempt",
     "IdempotencyKey",

@@ -49,6 +49,9 @@ class ChainEvent(models.Model):
     amount = TokenAmountField(null=True, blank=True)
     token_address = models.CharField(max_length=42, blank=True)
     removed = models.BooleanField(default=False, help_text="Dropped by a reorg.")
+    apply_error = models.TextField(
+        blank=True, help_text="Why the follower could not apply it (kept for review; the cursor moved on)."
+    )
     transaction = models.ForeignKey(
         "billing.PaymentTransaction", on_delete=models.SET_NULL, null=True, blank=True, related_name="chain_events"
     )

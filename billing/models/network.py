@@ -10,6 +10,14 @@ from billing.fields import TokenAmountField, to_display
 from billing.validators import validate_checksum_address
 
 
+class ConfirmationPolicy(models.TextChoices):
+    """When a payment counts (billing.chain.confirmation.applicable_block)."""
+
+    DEPTH = "depth", "head minus confirmation_depth"
+    SAFE = "safe", "the node's safe block (and the depth)"
+    FINALIZED = "finalized", "the node's finalized block (and the depth)"
+
+
 class Network(models.Model):
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=128)
@@ -17,6 +25,13 @@ class Network(models.Model):
     is_testnet = models.BooleanField(default=True)
     enabled = models.BooleanField(default=True)
     confirmation_depth = models.PositiveIntegerField(default=12, help_text="Blocks on top before a payment counts.")
+    confirmation_policy = models.CharField(
+        max_length=16,
+        choices=ConfirmationPolicy.choices,
+        default=ConfirmationPolicy.DEPTH,
+        help_text="depth: head minus confirmation_depth; safe / finalized: the node's block tag, and never above "
+        "head minus confirmation_depth.",
+    )
     native_symbol = models.CharField(max_length=16, default="ETH")
     native_decimals = models.PositiveSmallIntegerField(default=18)
     block_time_seconds = models.PositiveIntegerField(default=12)
@@ -30,6 +45,12 @@ class Network(models.Model):
 
     class Meta:
         ordering = ["slug"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(confirmation_policy__in=[c.value for c in ConfirmationPolicy]),
+                name="network_confirmation_policy_valid",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.chain_id})"
@@ -189,4 +210,12 @@ class NetworkFallback(models.Model):
         return f"{self.position}: {self.network.slug}"
 
 
-__all__ = ["Network", "RpcEndpoint", "Token", "CryptoConfig", "NetworkFallback", "TokenAmountField"]
+__all__ = [
+    "ConfirmationPolicy",
+    "Network",
+    "RpcEndpoint",
+    "Token",
+    "CryptoConfig",
+    "NetworkFallback",
+    "TokenAmountField",
+]

@@ -1,8 +1,17 @@
-"""The chain follower: read a contract's logs from its cursor up to head minus the network's depth,
-roll back what a reorg removed, and apply every payment, refund, payout and stray ERC-20 transfer
-through the same services the webhook uses. Each batch is one database transaction that holds the
-cursor row (`select_for_update(skip_locked=True)`): the cursor and the ledger move together, two
-workers never scan the same contract, and a worker killed between batches loses nothing."""
+"""The chain follower: read a contract's logs from its cursor up to the network's applicable block
+(`billing.chain.confirmation.applicable_block`), roll back what a reorg removed, and apply every payment,
+refund, payout and stray ERC-20 transfer through the same services the webhook uses. Each batch is one
+database transaction that holds the cursor row (`select_for_update(skip_locked=True)`): the cursor and the
+ledger move together, two workers never scan the same contract, and a worker killed between batches loses
+nothing.
+
+- A block the endpoint does not return (yet) is not a reorg: the run stops with `ChainNotReady` and the
+  next one retries; no status moves.
+- Every log another path (webhook, receipt) recorded in a scanned range must be among the logs the chain
+  returns for that range; one that is gone was removed by a reorg deeper than the policy, and its ledger
+  row goes to `needs_review` (`_check_recorded_logs`).
+- When applying a batch raises, the batch is applied again event by event, each in its own savepoint; an
+  event that still raises is recorded for review and the cursor moves on (`apply_events_one_by_one`)."""
 
 from __future__ import annotations
 
@@ -10,13 +19,16 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import structlog
-from django.db import transaction
+from celery.exceptions import SoftTimeLimitExceeded
+from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 from eth_utils import to_checksum_address
 
+from billing import metrics
 from billing.chain.abi import decode_log, event_topics
-from billing.models import ChainBlock, ChainCursor, ChainEvent, PaymentContract, PaymentTransaction, Token, TxStatus
-from billing.services.ledger import transaction_set_status
+from billing.chain.confirmation import applicable_block
+from billing.models import ChainBlock, ChainCursor, ChainEvent, PaymentContract, Token
+from billing.services.notices import ops_notice
 from billing.services.payments import (
     GasFacts,
     ObservedLog,
@@ -24,11 +36,21 @@ from billing.services.payments import (
     payment_observe_refunded,
     payment_observe_transfer,
     payment_observe_withdrawn,
+    payment_reorged_out,
 )
 
 log = structlog.get_logger(__name__)
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 BLOCKS_KEPT = 5000
+
+
+# Failures of the database connection or of the worker itself (a lost connection, a deadlock, the task's soft
+# time limit) say nothing about an event: the batch is rolled back and tried again, never skipped.
+NOT_AN_EVENT_PROBLEM = (OperationalError, InterfaceError, SoftTimeLimitExceeded)
+
+
+class ChainNotReady(Exception):
+    """The endpoint does not return a block the follower needs (it lags behind): retry later."""
 
 
 @dataclass
@@ -39,6 +61,7 @@ class SyncResult:
     from_block: int | None = None
     to_block: int | None = None
     reorgs: int = 0
+    failed_events: int = 0
     busy: bool = False
 
 
@@ -67,37 +90,67 @@ def _pad_address(address: str) -> str:
     return "0x" + "0" * 24 + address.lower()[2:]
 
 
+def _block(client, number: int) -> dict:
+    """The block at `number`; an endpoint that does not have it yet is lagging, which is not a reorg."""
+    block = client.get_block(number)
+    if block is None:
+        raise ChainNotReady(f"the endpoint does not return block {number} yet")
+    return block
+
+
 def _find_fork(contract: PaymentContract, client) -> int:
     """Highest remembered block whose hash the chain still has (0 when none matches)."""
     for seen in ChainBlock.objects.filter(contract=contract).order_by("-number")[:500]:
-        block = client.get_block(seen.number)
-        if block is not None and block["hash"].lower() == seen.hash:
+        if _block(client, seen.number)["hash"].lower() == seen.hash:
             return seen.number
     return max(contract.deployment_block - 1, 0)
 
 
+def chain_events_gone(
+    contract: PaymentContract, events: list[ChainEvent], *, why: str, actor: str = "chain:follower"
+) -> int:
+    """Logs the ledger applied that the chain no longer has: mark them removed and move their ledger rows
+    to needs_review (payments: their periods suspended; refunds: the refund in doubt). Returns how many
+    ledger rows moved."""
+    if not events:
+        return 0
+    ChainEvent.objects.filter(pk__in=[e.pk for e in events]).update(removed=True)
+    moved = 0
+    for event in events:
+        if event.transaction_id is None:
+            continue
+        moved += payment_reorged_out(
+            tx_id=event.transaction_id,
+            event_name=event.name,
+            tx_hash=event.tx_hash,
+            log_index=event.log_index,
+            actor=actor,
+            reason=f"reorg deeper than the confirmation policy ({why}): the {event.name} log of block "
+            f"{event.block_number} is gone",
+            details={"block_number": event.block_number, "block_hash": event.block_hash},
+        )
+    first = min(events, key=lambda e: e.block_number)
+    ops_notice(
+        kind="deep_reorg",
+        key=f"deep_reorg:{contract.pk}:{first.block_number}:{first.block_hash}",
+        title=f"Reorg deeper than the confirmation policy on {contract.slug} at block {first.block_number}",
+        body=f"{len(events)} applied log(s) gone, {moved} ledger row(s) moved to needs_review. {why}.",
+        data={"contract": contract.slug, "block_number": first.block_number, "transactions": moved},
+    )
+    return moved
+
+
 def _rollback(contract: PaymentContract, cursor: ChainCursor, client) -> int:
     fork = _find_fork(contract, client)
-    removed = ChainEvent.objects.filter(contract=contract, block_number__gt=fork, removed=False)
-    tx_ids = set(removed.exclude(transaction=None).values_list("transaction_id", flat=True))
-    removed.update(removed=True)
-    for tx in PaymentTransaction.objects.filter(
-        pk__in=tx_ids, status__in=[TxStatus.CONFIRMED, TxStatus.UNMATCHED], block_number__gt=fork
-    ):
-        transaction_set_status(
-            tx=tx,
-            status=TxStatus.NEEDS_REVIEW,
-            actor="chain:follower",
-            reason=f"reorg deeper than the confirmation depth removed block {tx.block_number}",
-            details={"fork_block": fork},
-        )
+    removed = list(ChainEvent.objects.filter(contract=contract, block_number__gt=fork, removed=False))
+    moved = chain_events_gone(contract, removed, why=f"blocks after {fork} were replaced")
     ChainBlock.objects.filter(contract=contract, number__gt=fork).delete()
     log.warning(
         "chain.reorg",
         contract_slug=contract.slug,
         fork_block=fork,
         from_block=cursor.last_block,
-        transactions=len(tx_ids),
+        transactions=moved,
     )
     cursor.last_block = fork
     seen = ChainBlock.objects.filter(contract=contract, number=fork).first()
@@ -114,21 +167,87 @@ def _receipts_by_tx(client, blocks: set[int]) -> dict[str, dict]:
     return receipts
 
 
+def _in_order(observed: list[ObservedLog]) -> list[ObservedLog]:
+    return sorted(observed, key=lambda o: (o.block_number, o.log_index))
+
+
+def _apply_event(contract: PaymentContract, item: ObservedLog, receipts: dict[str, dict], paid_txs: set[str]) -> None:
+    gas = GasFacts.from_receipt(receipts.get(item.tx_hash))
+    if item.name == "Paid":
+        payment_observe_paid(contract=contract, observed=item, gas=gas, source="chain:follower")
+    elif item.name == "Refunded":
+        payment_observe_refunded(contract=contract, observed=item, source="chain:follower")
+    elif item.name == "Withdrawn":
+        payment_observe_withdrawn(contract=contract, observed=item, source="chain:follower")
+    elif item.name == "Transfer" and item.tx_hash not in paid_txs:
+        receipt = receipts.get(item.tx_hash) or {}
+        if any((lg.get("address") or "").lower() == contract.address.lower() for lg in receipt.get("logs", [])):
+            return  # part of a contract call (a payment or a refund), not a stray transfer
+        payment_observe_transfer(contract=contract, observed=item, gas=gas, source="chain:follower")
+
+
 def _apply(contract: PaymentContract, observed: list[ObservedLog], receipts: dict[str, dict]) -> None:
     paid_txs = {o.tx_hash for o in observed if o.name == "Paid"}
-    for item in sorted(observed, key=lambda o: (o.block_number, o.log_index)):
-        gas = GasFacts.from_receipt(receipts.get(item.tx_hash))
-        if item.name == "Paid":
-            payment_observe_paid(contract=contract, observed=item, gas=gas, source="chain:follower")
-        elif item.name == "Refunded":
-            payment_observe_refunded(contract=contract, observed=item, source="chain:follower")
-        elif item.name == "Withdrawn":
-            payment_observe_withdrawn(contract=contract, observed=item, source="chain:follower")
-        elif item.name == "Transfer" and item.tx_hash not in paid_txs:
-            receipt = receipts.get(item.tx_hash) or {}
-            if any((lg.get("address") or "").lower() == contract.address.lower() for lg in receipt.get("logs", [])):
-                continue  # part of a contract call (a payment or a refund), not a stray transfer
-            payment_observe_transfer(contract=contract, observed=item, gas=gas, source="chain:follower")
+    for item in _in_order(observed):
+        _apply_event(contract, item, receipts, paid_txs)
+
+
+def apply_events_one_by_one(contract: PaymentContract, observed: list[ObservedLog], receipts: dict[str, dict]) -> int:
+    """The batch raised: apply its events again one by one, each in its own savepoint. An event that still
+    raises is recorded for review (`ChainEvent.apply_error`, ops told once, counted) and skipped, so the
+    cursor moves on. Returns how many events failed. Keep this behaviour when the follower is rewritten."""
+    paid_txs = {o.tx_hash for o in observed if o.name == "Paid"}
+    failed = 0
+    for item in _in_order(observed):
+        try:
+            with transaction.atomic():
+                _apply_event(contract, item, receipts, paid_txs)
+        except NOT_AN_EVENT_PROBLEM:
+            raise
+        except Exception as exc:  # recorded below; the others go on
+            failed += 1
+            _record_failed_event(contract, item, f"{type(exc).__name__}: {exc}")
+    return failed
+
+
+def _record_failed_event(contract: PaymentContract, item: ObservedLog, error: str) -> None:
+    from billing.services.payments import chain_event_record
+
+    event_id = None
+    try:
+        with transaction.atomic():
+            event_id = chain_event_record(contract=contract, observed=item).pk
+            ChainEvent.objects.filter(pk=event_id).update(apply_error=error[:2000])
+    except Exception as exc:  # even the raw log cannot be stored: ops still hear of it below
+        error = f"{error}; recording it failed too: {type(exc).__name__}: {exc}"
+    with transaction.atomic():
+        ops_notice(
+            kind="chain_event_failed",
+            key=f"chain_event_failed:{item.chain_id}:{item.tx_hash}:{item.log_index}",
+            title=f"A {item.name} log on {contract.slug} could not be applied",
+            body=f"Block {item.block_number}, transaction {item.tx_hash}, log {item.log_index}: {error[:500]}",
+            data={"contract": contract.slug, "chain_event_id": event_id, "tx_hash": item.tx_hash},
+        )
+    metrics.CHAIN_EVENTS_FAILED.labels(contract=contract.slug).inc()
+    log.error(
+        "chain.event_failed",
+        contract_slug=contract.slug,
+        tx_hash=item.tx_hash,
+        log_index=item.log_index,
+        error=error[:500],
+    )
+
+
+def _check_recorded_logs(contract: PaymentContract, start: int, end: int, observed: list[ObservedLog]) -> int:
+    """Logs recorded in [start, end] by another path (a webhook or a receipt, possibly before the follower
+    got here) that the chain does not return for that range any more: a reorg deeper than the policy
+    removed them after they were applied."""
+    seen = {(o.tx_hash, o.log_index) for o in observed}
+    recorded = ChainEvent.objects.filter(
+        contract=contract, block_number__gte=start, block_number__lte=end, removed=False, name__in=("Paid", "Refunded")
+    )
+    gone = [e for e in recorded if (e.tx_hash, e.log_index) not in seen]
+    return chain_events_gone(contract, gone, why=f"not among the logs of blocks {start}-{end}")
 
 
 def contract_sync(*, contract_id: int, client=None, max_batches: int = 20, batch_size: int | None = None) -> SyncResult:
@@ -142,7 +261,6 @@ def contract_sync(*, contract_id: int, client=None, max_batches: int = 20, batch
     ChainCursor.objects.get_or_create(contract=contract, defaults={"last_block": max(contract.deployment_block - 1, 0)})
     client = client or ChainClient.for_network(contract.network, contract=contract)
     batch_size = batch_size or CryptoConfig.load().get_logs_max_range
-    depth = contract.network.confirmation_depth
     chain_id = contract.network.chain_id
     token_addresses = list(
         Token.objects.filter(network=contract.network).exclude(address="").values_list("address", flat=True)
@@ -156,13 +274,12 @@ def contract_sync(*, contract_id: int, client=None, max_batches: int = 20, batch
                 result.busy = True
                 return result
             if cursor.last_block_hash:
-                block = client.get_block(cursor.last_block)
-                if block is None or block["hash"].lower() != cursor.last_block_hash:
+                block = _block(client, cursor.last_block)
+                if block["hash"].lower() != cursor.last_block_hash:
                     _rollback(contract, cursor, client)
                     result.reorgs += 1
                     continue
-            head = client.block_number()
-            safe = head - depth
+            safe = applicable_block(contract.network, client)
             if safe <= cursor.last_block:
                 cursor.last_run_at = timezone.now()
                 cursor.last_error = ""
@@ -183,11 +300,17 @@ def contract_sync(*, contract_id: int, client=None, max_batches: int = 20, batch
             observed = [o for o in (observed_from_raw(chain_id, contract.abi, r) for r in raw) if o is not None]
             receipt_blocks = {o.block_number for o in observed if o.name in ("Paid", "Transfer")}
             receipts = _receipts_by_tx(client, receipt_blocks)
-            _apply(contract, observed, receipts)
+            end_block = _block(client, end)
+            try:
+                with transaction.atomic():
+                    _apply(contract, observed, receipts)
+            except NOT_AN_EVENT_PROBLEM:
+                raise  # the database or the worker, not an event: the whole batch is tried again next run
+            except Exception as exc:  # one bad event must not stop the contract: retry them one by one
+                log.warning("chain.batch_failed", contract_slug=contract.slug, error=f"{type(exc).__name__}: {exc}")
+                result.failed_events += apply_events_one_by_one(contract, observed, receipts)
+            _check_recorded_logs(contract, start, end, observed)
 
-            end_block = client.get_block(end)
-            if end_block is None:
-                raise RuntimeError(f"block {end} vanished while syncing {contract.slug}")
             blocks: dict[int, str] = defaultdict(str)
             for o in observed:
                 blocks[o.block_number] = o.block_hash

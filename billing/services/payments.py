@@ -341,15 +341,25 @@ def payment_mark_failed(*, tx: PaymentTransaction, reason: str, source: str, tx_
 
 @transaction.atomic
 def payment_reorged_out(
-    *, tx_id: int, event_name: str, actor: str, reason: str, details: dict | None = None, now: datetime | None = None
+    *,
+    tx_id: int,
+    event_name: str,
+    tx_hash: str,
+    log_index: int | None,
+    actor: str,
+    reason: str,
+    details: dict | None = None,
+    now: datetime | None = None,
 ) -> bool:
-    """A log the ledger applied is no longer on chain (a reorg deeper than the confirmation policy). A payment
-    (or unmatched value) goes to `needs_review` and the periods it bought are suspended; a refund goes to
-    `needs_review` too (the refund is in doubt; its periods stay removed until ops decide). Ops are told
-    (by `transaction_set_status`). Returns whether the ledger changed."""
+    """A log the ledger applied (`tx_hash`, `log_index`) is no longer on chain: a reorg deeper than the
+    confirmation policy. If it is still the log the ledger row stands on, a payment (or unmatched value)
+    goes to `needs_review` and the periods it bought are suspended; a refund goes to `needs_review` too (the
+    refund is in doubt; its periods stay removed until ops decide). Ops are told (`transaction_set_status`).
+    Returns whether the ledger changed."""
     tx = PaymentTransaction.objects.select_for_update().get(pk=tx_id)
+    details = {"reorg": True, "tx_hash": tx_hash, "log_index": log_index, **(details or {})}
     if event_name == "Refunded":
-        if tx.status != TxStatus.REFUNDED:
+        if tx.status != TxStatus.REFUNDED or (tx.refund_tx_hash or "").lower() != tx_hash.lower():
             return False
         transaction_set_status(
             tx=tx, status=TxStatus.NEEDS_REVIEW, actor=actor, reason=f"refund log gone: {reason}", details=details
@@ -357,6 +367,8 @@ def payment_reorged_out(
         return True
     if tx.status not in (TxStatus.CONFIRMED, TxStatus.UNMATCHED):
         return False
+    if tx.tx_hash != tx_hash or (log_index is not None and tx.log_index != log_index):
+        return False  # the ledger already stands on the log's new position (mined again)
     transaction_set_status(tx=tx, status=TxStatus.NEEDS_REVIEW, actor=actor, reason=reason, details=details)
     subscription_suspend_payment(tx=tx, now=now)
     log.warning("payment.reorged_out", transaction_id=tx.pk, tx_hash=tx.tx_hash, user_id=tx.user_id, reason=reason)

@@ -1,6 +1,7 @@
 """The client reports the hash it sent; from then on its receipt is tracked, so a reverted payment
 becomes `failed` with its revert reason even though it emits no event, and a successful one confirms
-as soon as it is deep enough (without waiting for the webhook or the follower)."""
+as soon as its block is at the network's confirmation policy (`billing.chain.confirmation`), without
+waiting for the webhook or the follower."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import structlog
 from django.db import transaction
 from django.utils import timezone
 
+from billing.chain.confirmation import applicable_block
 from billing.models import PaymentTransaction, TxStatus
 from billing.services.chain_sync import observed_from_raw
 from billing.services.ledger import transaction_set_status
@@ -79,7 +81,7 @@ def transaction_check_receipt(*, transaction_id: int, client=None) -> str:
     client = client or ChainClient.for_network(contract.network, contract=contract)
     try:
         receipt = client.get_transaction_receipt(tx.tx_hash)
-        head = client.block_number()
+        applicable = applicable_block(contract.network, client) if receipt else None
     except RpcError as exc:
         log.info("receipt.chain_unavailable", transaction_id=tx.pk, tx_hash=tx.tx_hash, error=str(exc)[:200])
         return "waiting"
@@ -95,8 +97,8 @@ def transaction_check_receipt(*, transaction_id: int, client=None) -> str:
         reason = revert_reason(client, contract, tx.tx_hash) or "reverted"
         payment_mark_failed(tx=tx, reason=reason, source="chain:receipt", tx_hash=tx.tx_hash)
         return "failed"
-    if head - int(receipt["blockNumber"], 16) < contract.network.confirmation_depth:
-        return "waiting"
+    if int(receipt["blockNumber"], 16) > applicable:
+        return "waiting"  # not at the network's confirmation policy yet
     for raw in receipt.get("logs", []):
         if (raw.get("address") or "").lower() != contract.address.lower():
             continue

@@ -4,9 +4,18 @@ transaction mined again later (at a new log index) confirms exactly once, whiche
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
-from billing.models import ChainEvent, InboundEvent, PaymentTransaction, TransactionStatusChange, TxStatus
+from billing.models import (
+    ChainEvent,
+    InboundEvent,
+    PaymentTransaction,
+    SubscriptionPeriod,
+    TransactionStatusChange,
+    TxStatus,
+)
 from billing.services.chain_sync import contract_sync
 from billing.services.webhooks import inbound_event_process, inbound_events_process_due
 from tests.integration.lifecycle.conftest import (
@@ -149,5 +158,8 @@ def test_confirmed_payment_removed_by_a_deeper_reorg_needs_review_then_confirms_
     assert tx.status == TxStatus.CONFIRMED and tx.block_number == block_m
     assert [h.to_status for h in tx.status_history.all()] == ["pending", "confirmed", "needs_review", "confirmed"]
     assert not ChainEvent.objects.get(tx_hash=tx_hash).removed
-    # The subscription was granted once; the review round trip does not grant it again.
-    assert plan_changed_for(tx.pk).count() == 1
+    # The paid time was granted once: suspended while under review, given back (not granted again) after.
+    reasons = [e.payload["reason"] for e in plan_changed_for(tx.pk).order_by("pk")]
+    assert reasons == ["payment_confirmed", "suspended", "restored"]
+    periods = SubscriptionPeriod.objects.filter(transaction=tx, status="active").order_by("starts_at")
+    assert sum((p.ends_at - p.starts_at for p in periods), timedelta(0)) == timedelta(days=30)
