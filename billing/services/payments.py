@@ -232,7 +232,7 @@ def payment_observe_paid(
         "external_id": external_id or tx.external_id,
         "failure_reason": "",
     }
-    if tx.status == TxStatus.NEEDS_REVIEW and tx.refund_tx_hash:
+    if tx.status == TxStatus.NEEDS_REVIEW and _refund_in_doubt(tx):
         return Effect("duplicate", tx)  # its refund was removed by a reorg: ops decide, not a payment log
     if tx.status == TxStatus.NEEDS_REVIEW and not problems:
         transaction_set_status(
@@ -256,6 +256,12 @@ def payment_observe_paid(
         source=source,
     )
     return Effect("confirmed", tx)
+
+
+def _refund_in_doubt(tx: PaymentTransaction) -> bool:
+    """The row is under review because a reorg removed its refund (not its payment)."""
+    last = tx.status_history.filter(to_status=TxStatus.NEEDS_REVIEW).order_by("-created_at", "-id").first()
+    return last is not None and last.from_status == TxStatus.REFUNDED
 
 
 @transaction.atomic

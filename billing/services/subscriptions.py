@@ -438,6 +438,10 @@ def _take_out(
     *, tx: PaymentTransaction, now: datetime, status: str, reason: str, statuses: tuple[str, ...]
 ) -> Subscription | None:
     """Refund (status removed) or reorg (status suspended): the periods `tx` bought leave the timeline."""
+    if tx.user_id is not None:
+        live = Subscription.objects.filter(user_id=tx.user_id, status__in=LIVE_SUBSCRIPTION_STATUSES).first()
+        if live is not None:
+            _ensure_periods(live)
     rows = list(
         SubscriptionPeriod.objects.filter(transaction=tx, status__in=statuses).values_list("pk", "subscription_id")
     )
