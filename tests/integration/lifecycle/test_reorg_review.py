@@ -13,8 +13,6 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
-from billing import metrics
-from billing.chain.confirmation import applicable_block
 from billing.chain.rpc import ChainClient, JsonRpcError
 from billing.models import (
     ChainCursor,
@@ -23,12 +21,10 @@ from billing.models import (
     OutboxEvent,
     PaymentTransaction,
     Subscription,
-    SubscriptionPeriod,
     TxStatus,
 )
-from billing.services.chain_sync import ChainNotReady, contract_sync
+from billing.services.chain_sync import contract_sync
 from billing.services.receipts import transaction_check_receipt, transaction_submit
-from billing.services.reverify import payment_reverify, payments_reverify_due_ids, payments_reverify_run
 from billing.services.webhooks import inbound_event_process
 from tests.integration.lifecycle.conftest import (
     OWNER,
@@ -42,6 +38,8 @@ from tests.integration.lifecycle.conftest import (
 )
 
 pytestmark = [pytest.mark.chain, pytest.mark.django_db]
+# Names added by issue 8 are imported inside the tests, so this file also runs against the code before it:
+# there, each test fails on the defect it describes, not on an import.
 
 
 def pay(chain, user_api, payer, plan: str = "eth-pro") -> tuple[PaymentTransaction, bytes, str, int]:
@@ -70,6 +68,8 @@ def notices(kind: str) -> list[dict]:
 def test_webhook_confirmation_reorged_out_before_the_follower_passes_it_needs_review(
     chain, world, user_api, api_client, plain_user
 ):
+    from billing.models import SubscriptionPeriod
+
     depth = world.network.confirmation_depth
     follower_from_head(world, chain)  # the follower is here and then lags behind
     tx, raw, tx_hash, block_n = pay(chain, user_api, PAYERS[0])
@@ -133,6 +133,8 @@ class LaggingClient:
 
 
 def test_receipt_confirmation_reorged_out_is_found_by_the_reverification_sweep(chain, world, user_api, plain_user):
+    from billing.services.reverify import payment_reverify, payments_reverify_due_ids, payments_reverify_run
+
     depth = world.network.confirmation_depth
     tx, raw, tx_hash, block_n = pay(chain, user_api, PAYERS[1])
     chain.anvil.mine(depth)
@@ -166,6 +168,8 @@ def test_receipt_confirmation_reorged_out_is_found_by_the_reverification_sweep(c
 
 
 def test_a_block_the_endpoint_does_not_return_yet_is_not_a_reorg(chain, world, user_api):
+    from billing.services.chain_sync import ChainNotReady
+
     depth = world.network.confirmation_depth
     follower_from_head(world, chain)
     tx, _, _, _ = pay(chain, user_api, PAYERS[2])
@@ -189,6 +193,7 @@ def test_a_block_the_endpoint_does_not_return_yet_is_not_a_reorg(chain, world, u
 
 def test_a_refund_removed_by_a_reorg_is_flagged_for_review(chain, world, user_api, plain_user):
     from billing.chain.artifacts import transact
+    from billing.models import SubscriptionPeriod
 
     depth = world.network.confirmation_depth
     follower_from_head(world, chain)
@@ -216,6 +221,8 @@ def test_a_refund_removed_by_a_reorg_is_flagged_for_review(chain, world, user_ap
 
 
 def test_an_event_that_cannot_be_applied_is_recorded_and_the_cursor_moves_on(chain, world, user_api, plain_user):
+    from billing import metrics
+
     depth = world.network.confirmation_depth
     follower_from_head(world, chain)
     bad, _, bad_hash, _ = pay(chain, user_api, PAYERS[0])
@@ -269,6 +276,8 @@ class NoTagClient:
 
 
 def test_confirmation_policy_decides_when_a_payment_counts(chain, world, user_api):
+    from billing.chain.confirmation import applicable_block
+
     network = world.network
     client = ChainClient.for_network(network, contract=world.contract)
     head = chain.anvil.block_number()
