@@ -13,13 +13,14 @@ import structlog
 log = structlog.get_logger(__name__)
 
 
-def applicable_block(network, client) -> int:
-    """The highest block at which payments may be applied on `network` now (-1: none yet). Raises the chain
-    client's RpcError when the chain cannot answer (the caller retries later; nothing is applied)."""
+def applicable_block(network, client, *, head: int | None = None) -> int:
+    """The highest block at which payments may be applied on `network` now (-1: none yet). `head`: the head
+    the caller just read, if any. Raises the chain client's RpcError when the chain cannot answer (the
+    caller retries later; nothing is applied)."""
     from billing.chain.rpc import JsonRpcError, MethodNotSupported
     from billing.models import ConfirmationPolicy
 
-    by_depth = client.block_number() - network.confirmation_depth
+    by_depth = (client.block_number() if head is None else head) - network.confirmation_depth
     policy = network.confirmation_policy
     if policy == ConfirmationPolicy.DEPTH:
         return by_depth

@@ -35,6 +35,7 @@ from django.utils import timezone
 from eth_utils import is_address
 
 from billing.adapters.registry import get_adapter
+from billing.chain.confirmation import applicable_block
 from billing.models import InboundEvent, PaymentContract, PaymentTransaction
 from billing.retry import backoff_seconds
 from billing.services.chain_sync import observed_from_raw
@@ -302,19 +303,29 @@ def _finish(event: InboundEvent, status: str, error: str = "", tx: PaymentTransa
 
 
 class ChainView:
-    """One chain client for a batch of deliveries of one contract, and the head it saw (read once, again
-    only when a receipt is newer). After the network failed on every endpoint, the rest of the batch is
-    not sent to it: those deliveries are retried later with the same error."""
+    """One chain client for a batch of deliveries of one contract, and the head and the network's applicable
+    block it saw (`billing.chain.confirmation`; read once, again only when a receipt is newer than the head).
+    After the network failed on every endpoint, the rest of the batch is not sent to it: those deliveries
+    are retried later with the same error."""
 
     def __init__(self, client):
         self.client = client
         self._head: int | None = None
+        self._applicable: int | None = None
         self.down: str = ""
 
     def head(self, at_least: int = 0) -> int:
         if self._head is None or self._head < at_least:
             self._head = self.client.block_number()
+            self._applicable = None
         return self._head
+
+    def applicable(self, network, at_least: int = 0) -> int:
+        """The highest block payments may be applied at on `network` (the confirmation policy)."""
+        head = self.head(at_least)
+        if self._applicable is None:
+            self._applicable = applicable_block(network, self.client, head=head)
+        return self._applicable
 
 
 @dataclass(frozen=True)
@@ -338,14 +349,18 @@ def _read_chain(event: InboundEvent, chain: ChainView, tx: PaymentTransaction | 
         if receipt is None:
             return _ChainFacts(retry="no receipt on chain yet")
         block_number = int(receipt["blockNumber"], 16)
-        head = chain.head(at_least=block_number)
+        applicable = chain.applicable(contract.network, at_least=block_number)
     except RpcError as exc:
         error = f"chain unavailable: {exc}"
         if isinstance(exc, AllEndpointsFailed):
             chain.down = error
         return _ChainFacts(retry=error)
-    if head - block_number < contract.network.confirmation_depth:
-        return _ChainFacts(retry=f"waiting for depth: {head - block_number}/{contract.network.confirmation_depth}")
+    if block_number > applicable:
+        network = contract.network
+        return _ChainFacts(
+            retry=f"waiting for the confirmation policy ({network.confirmation_policy}, depth "
+            f"{network.confirmation_depth}): block {block_number} > {applicable}"
+        )
     reason = None
     if int(receipt.get("status", "0x1"), 16) != 1 and tx is not None and not body.get("failure_reason"):
         reason = revert_reason(chain.client, contract, body["tx_hash"])
