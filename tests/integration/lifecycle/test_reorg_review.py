@@ -275,7 +275,7 @@ class NoTagClient:
         raise JsonRpcError(f"invalid block tag {block!r}", code=-32602)
 
 
-def test_confirmation_policy_decides_when_a_payment_counts(chain, world, user_api):
+def test_confirmation_policy_decides_when_a_payment_counts(chain, world, user_api, api_client):
     from billing.chain.confirmation import applicable_block
 
     network = world.network
@@ -295,6 +295,11 @@ def test_confirmation_policy_decides_when_a_payment_counts(chain, world, user_ap
     transaction_submit(tx=tx, tx_hash=tx_hash, actor="test")
     assert transaction_check_receipt(transaction_id=tx.pk) == "waiting"
     contract_sync(contract_id=world.contract.pk)
+    post_webhook(api_client, world, webhook_body(chain, tx, tx_hash=tx_hash, delivery_id="dlv-safe-1"))
+    delivery = InboundEvent.objects.get(delivery_id="dlv-safe-1")
+    assert inbound_event_process(event_id=delivery.pk) == "retry"
+    delivery.refresh_from_db()
+    assert "confirmation policy (safe" in delivery.error
     assert PaymentTransaction.objects.get(pk=tx.pk).status == TxStatus.SUBMITTED
 
     while int(chain.anvil.call("eth_getBlockByNumber", ["safe", False])["number"], 16) < block_n:
