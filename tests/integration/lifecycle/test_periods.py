@@ -137,17 +137,16 @@ def test_a_second_downgrade_queues_after_the_first(plans, t0):
     pay(user, plans["pro"], now=t0)
     first, _ = pay(user, plans["starter"], now=t0 + timedelta(days=1))
     second, sub = pay(user, plans["starter"], now=t0 + timedelta(days=2))
+    assert (sub.plan, sub.pending_plan, sub.pending_period_end) == (plans["pro"], plans["starter"], t0 + 3 * MONTH)
+    sweep(t0 + MONTH)
+    assert (live(user).plan, live(user).current_period_end) == (plans["starter"], t0 + 3 * MONTH)  # both months
     assert [p[:3] for p in active_periods(user)] == [
         ("pro", t0, t0 + MONTH),
         ("starter", t0 + MONTH, t0 + 2 * MONTH),
         ("starter", t0 + 2 * MONTH, t0 + 3 * MONTH),
     ]
     assert [p[4] for p in active_periods(user)][1:] == [first.pk, second.pk]
-    assert (sub.plan, sub.pending_plan, sub.pending_period_end) == (plans["pro"], plans["starter"], t0 + 3 * MONTH)
-    assert datetime.fromisoformat(events(user)[-1]["paid_until"]) == t0 + 3 * MONTH
-    sweep(t0 + MONTH)
-    sub = live(user)
-    assert (sub.plan, sub.current_period_end) == (plans["starter"], t0 + 3 * MONTH)  # both months of Starter
+    assert datetime.fromisoformat(events(user)[-2]["paid_until"]) == t0 + 3 * MONTH
 
 
 @pytest.fixture
@@ -165,15 +164,17 @@ def enterprise(plans):
 
 
 def test_upgrade_converts_the_unused_time_and_queued_periods_follow(plans, enterprise, t0):
-    from billing.models import SubscriptionPeriod
-
     user = UserFactory()
     pro_tx, _ = pay(user, plans["pro"], now=t0)
     starter_tx, _ = pay(user, plans["starter"], now=t0 + timedelta(days=1))
     at = t0 + timedelta(days=10)
     ent_tx, sub = pay(user, enterprise, now=at)
-    # 20 unused Pro days at $15 / 30 days = 10 Enterprise days at $30 / 30 days.
+    # 20 unused Pro days at $15 / 30 days = 10 Enterprise days at $30 / 30 days; the queued Starter follows.
     credit_end = at + MONTH + timedelta(days=10)
+    assert (sub.plan, sub.current_period_start, sub.current_period_end) == (enterprise, at, credit_end)
+    assert (sub.pending_plan, sub.pending_period_end) == (plans["starter"], credit_end + MONTH)
+    from billing.models import SubscriptionPeriod
+
     assert active_periods(user) == [
         ("pro", t0, at, "payment", pro_tx.pk),
         ("enterprise", at, at + MONTH, "payment", ent_tx.pk),
@@ -182,8 +183,6 @@ def test_upgrade_converts_the_unused_time_and_queued_periods_follow(plans, enter
     ]
     credit = SubscriptionPeriod.objects.get(kind="upgrade_credit")
     assert credit.credit_for_id == ent_tx.pk
-    assert (sub.plan, sub.current_period_start, sub.current_period_end) == (enterprise, at, credit_end)
-    assert (sub.pending_plan, sub.pending_period_end) == (plans["starter"], credit_end + MONTH)
     event = events(user)[-1]
     assert (event["reason"], event["previous_plan"], event["plan"]) == ("upgraded", "pro", "enterprise")
     assert datetime.fromisoformat(event["period_end"]) == credit_end
@@ -226,8 +225,6 @@ def test_upgrade_credit_is_exact_in_the_payments_usd_estimates(plans, enterprise
 
 
 def test_refund_of_a_queued_downgrade_keeps_the_plan_in_force(plans, t0):
-    from billing.models import SubscriptionPeriod
-
     user = UserFactory()
     pay(user, plans["pro"], now=t0)
     starter_tx, _ = pay(user, plans["starter"], now=t0 + timedelta(days=1))
@@ -241,6 +238,8 @@ def test_refund_of_a_queued_downgrade_keeps_the_plan_in_force(plans, t0):
     event = events(user)[-1]
     assert (event["reason"], event["plan"], event["limits"]) == ("refunded", "pro", {"api_calls": 10000})
     assert datetime.fromisoformat(event["paid_until"]) == t0 + MONTH
+    from billing.models import SubscriptionPeriod
+
     assert SubscriptionPeriod.objects.get(transaction=starter_tx).status == "removed"
 
 
