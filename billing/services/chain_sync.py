@@ -106,6 +106,7 @@ def _find_fork(contract: PaymentContract, client) -> int:
     return max(contract.deployment_block - 1, 0)
 
 
+@transaction.atomic
 def chain_events_gone(
     contract: PaymentContract, events: list[ChainEvent], *, why: str, actor: str = "chain:follower"
 ) -> int:
