@@ -23,7 +23,10 @@ from billing.models import (
     RpcEndpoint,
     Subscription,
     SubscriptionPeriod,
+    SubscriptionStatus,
     Token,
+    TransactionStatusChange,
+    TxStatus,
 )
 
 
@@ -267,3 +270,105 @@ def operator_transactions_recent(*, kind: str = "", limit: int = 20) -> list[Ope
     if kind:
         qs = qs.filter(kind=kind)
     return list(qs[:limit])
+
+
+# --- analytics (the overview app reads billing through these) -------------------------------------------
+# Base querysets without joins: the overview aggregates them in SQL (docs/overview.md). Enums are re-exported
+# so the overview never imports billing.models.
+
+TX_STATUS = TxStatus
+SUBSCRIPTION_STATUS = SubscriptionStatus
+OPERATOR_TX_KIND = OperatorTransaction.Kind
+OPERATOR_TX_STATUS = OperatorTransaction.Status
+OUTBOX_STATUS = OutboxDelivery.Status
+
+
+def analytics_payments() -> QuerySet[PaymentTransaction]:
+    return PaymentTransaction.objects.order_by()
+
+
+def analytics_status_changes() -> QuerySet[TransactionStatusChange]:
+    return TransactionStatusChange.objects.order_by()
+
+
+def analytics_subscriptions() -> QuerySet[Subscription]:
+    return Subscription.objects.order_by()
+
+
+def analytics_operator_transactions() -> QuerySet[OperatorTransaction]:
+    return OperatorTransaction.objects.order_by()
+
+
+def analytics_chain_events() -> QuerySet[ChainEvent]:
+    return ChainEvent.objects.order_by()
+
+
+def analytics_networks() -> list[Network]:
+    return list(Network.objects.order_by("slug"))
+
+
+def analytics_tokens() -> list[Token]:
+    return list(Token.objects.select_related("network").order_by("network__slug", "symbol"))
+
+
+def analytics_plans() -> list[Plan]:
+    return list(Plan.objects.order_by("sort_order", "tier", "slug"))
+
+
+def analytics_contracts() -> list[PaymentContract]:
+    """Contracts with their network and follower cursor (no ABI or secrets loaded)."""
+    return list(
+        PaymentContract.objects.select_related("network", "cursor")
+        .defer("abi", "webhook_secret", "previous_webhook_secret", "fallback_rpc")
+        .order_by("slug")
+    )
+
+
+def rpc_endpoints_health() -> list[dict]:
+    """Every RPC endpoint's health as the chain client last recorded it; URLs and errors masked."""
+    from billing_project.logging import mask_url
+
+    return [
+        {
+            "id": e.pk,
+            "network_id": e.network_id,
+            "position": e.position,
+            "url": e.masked_url,
+            "enabled": e.enabled,
+            "healthy": e.healthy,
+            "last_checked_at": e.last_checked_at,
+            "last_ok_at": e.last_ok_at,
+            "last_latency_ms": e.last_latency_ms,
+            "last_head_block": e.last_head_block,
+            "consecutive_failures": e.consecutive_failures,
+            "last_error": mask_url(e.last_error) if e.last_error else "",
+        }
+        for e in RpcEndpoint.objects.order_by("network_id", "position", "id")
+    ]
+
+
+def dead_letters() -> QuerySet[OutboxDelivery]:
+    return OutboxDelivery.objects.filter(status=OutboxDelivery.Status.DEAD).select_related("event")
+
+
+def contract_balances_read(*, contract: PaymentContract, tokens: list[Token], timeout: float) -> dict[int, int]:
+    """The contract's balance of each token, read from the chain now (eth_getBalance / ERC-20 balanceOf).
+    Raises when the network cannot be reached; a token whose contract answers nothing maps to an error."""
+    from billing.chain.balances import read_balances
+
+    return read_balances(network=contract.network, holder=contract.address, tokens=tokens, timeout=timeout)
+
+
+def user_can_read_overview(user) -> bool:
+    """support or billing_admin (billing/roles.py)."""
+    from billing.roles import is_support
+
+    return is_support(user)
+
+
+def analytics_plans_queryset() -> QuerySet[Plan]:
+    return Plan.objects.order_by()
+
+
+def analytics_tokens_queryset() -> QuerySet[Token]:
+    return Token.objects.order_by()

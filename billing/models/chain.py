@@ -62,7 +62,10 @@ class ChainEvent(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["chain_id", "tx_hash", "log_index"], name="chain_event_unique_log"),
         ]
-        indexes = [models.Index(fields=["contract", "-block_number", "-log_index"], name="chain_event_timeline_idx")]
+        indexes = [
+            models.Index(fields=["contract", "-block_number", "-log_index"], name="chain_event_timeline_idx"),
+            models.Index(fields=["name", "created_at"], name="chain_event_name_time_idx"),  # overview payouts
+        ]
 
     def __str__(self) -> str:
         return f"{self.name}@{self.block_number}:{self.log_index}"

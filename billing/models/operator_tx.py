@@ -43,6 +43,11 @@ class OperatorTransaction(models.Model):
     tx_hashes = models.JSONField(default=list, blank=True, help_text="Every version broadcast, oldest first.")
     mined_tx_hash = models.CharField(max_length=66, blank=True)
     block_number = models.PositiveBigIntegerField(null=True, blank=True)
+    # From the mined receipt (reverted ones pay gas too): the network fee the operator pays, in the
+    # network's native smallest unit. Net revenue subtracts it (docs/overview.md).
+    gas_used = models.PositiveBigIntegerField(null=True, blank=True)
+    effective_gas_price = TokenAmountField(null=True, blank=True, help_text="wei per gas")
+    fee = TokenAmountField(null=True, blank=True, help_text="gas_used * effective_gas_price, wei")
     replacements = models.PositiveSmallIntegerField(default=0)
     requested_by = models.CharField(max_length=128)
     reason = models.CharField(max_length=500, blank=True)
@@ -65,8 +70,15 @@ class OperatorTransaction(models.Model):
                 name="operator_tx_status_valid",
             ),
             models.CheckConstraint(condition=models.Q(value__lte=UINT256_MAX), name="operator_tx_value_uint256"),
+            models.CheckConstraint(
+                condition=models.Q(fee__isnull=True) | models.Q(fee__gte=0, fee__lte=UINT256_MAX),
+                name="operator_tx_fee_uint256",
+            ),
         ]
-        indexes = [models.Index(fields=["status", "last_sent_at"], name="operator_tx_pending_idx")]
+        indexes = [
+            models.Index(fields=["status", "last_sent_at"], name="operator_tx_pending_idx"),
+            models.Index(fields=["mined_at"], condition=models.Q(fee__isnull=False), name="operator_tx_fee_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.status} nonce={self.nonce}"

@@ -140,6 +140,63 @@ class PaymentTransaction(models.Model):
             models.Index(fields=["token", "-created_at", "-id"], name="tx_token_created_idx"),
             models.Index(fields=["payer_address", "-created_at", "-id"], name="tx_payer_created_idx"),
             models.Index(fields=["status", "expires_at"], name="tx_status_expiry_idx"),
+            # Overview analytics (docs/overview.md): each window aggregate is an index-only range scan.
+            models.Index(
+                fields=["confirmed_at"],
+                include=[
+                    "status",
+                    "user",
+                    "token",
+                    "network",
+                    "plan",
+                    "amount",
+                    "usd_rate_at_confirmation",
+                    "usd_rate_at_checkout",
+                    "submitted_at",
+                ],
+                condition=models.Q(status__in=["confirmed", "refunded", "needs_review"]),
+                name="tx_paid_confirmed_idx",
+            ),
+            models.Index(
+                fields=["refunded_at"],
+                include=[
+                    "user",
+                    "token",
+                    "network",
+                    "plan",
+                    "amount",
+                    "usd_rate_at_confirmation",
+                    "usd_rate_at_checkout",
+                ],
+                condition=models.Q(status="refunded"),
+                name="tx_refunded_idx",
+            ),
+            models.Index(
+                fields=["created_at"],
+                include=[
+                    "status",
+                    "token",
+                    "network",
+                    "plan",
+                    "amount",
+                    "usd_rate_at_confirmation",
+                    "usd_rate_at_checkout",
+                ],
+                condition=models.Q(user__isnull=False),
+                name="tx_checkout_created_idx",
+            ),
+            models.Index(
+                fields=["user", "confirmed_at"],
+                include=["plan", "status", "refunded_at"],
+                condition=models.Q(status__in=["confirmed", "refunded"]),
+                name="tx_user_paid_idx",
+            ),
+            models.Index(
+                fields=["token", "confirmed_at"],
+                include=["usd_rate_at_confirmation", "usd_rate_at_checkout"],
+                condition=models.Q(status__in=["confirmed", "refunded"]),
+                name="tx_token_paid_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -174,6 +231,12 @@ class TransactionStatusChange(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(to_status__in=[s.value for s in TxStatus]), name="tx_history_status_valid"
+            ),
+        ]
+        indexes = [
+            # Overview incidents: reorgs are the moves to review, found by time.
+            models.Index(
+                fields=["created_at"], condition=models.Q(to_status="needs_review"), name="tx_history_review_idx"
             ),
         ]
 

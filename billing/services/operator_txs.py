@@ -97,6 +97,11 @@ def operator_tx_watch(*, row_id: int, client=None, now: datetime | None = None) 
             row.mined_tx_hash = receipt["transactionHash"].lower()
             row.block_number = int(receipt["blockNumber"], 16)
             row.mined_at = now
+            gas_used, gas_price = receipt.get("gasUsed"), receipt.get("effectiveGasPrice")
+            if gas_used and gas_price:
+                row.gas_used = int(gas_used, 16)
+                row.effective_gas_price = int(gas_price, 16)
+                row.fee = row.gas_used * row.effective_gas_price
             row.save()
             log.info(
                 "operator_tx.mined",

@@ -52,7 +52,11 @@ def test_stuck_refund_is_replaced_with_a_higher_fee_and_lands_once(chain, world,
     assert operator_tx_watch(row_id=row.pk) == "mined"
     row.refresh_from_db()
     assert row.mined_tx_hash == row.tx_hashes[-1]
-    assert chain.w3.eth.get_transaction_receipt(row.tx_hashes[-1])["status"] == 1
+    receipt = chain.w3.eth.get_transaction_receipt(row.tx_hashes[-1])
+    assert receipt["status"] == 1
+    # The network fee the operator paid, from the mined receipt (net revenue subtracts it).
+    assert (row.gas_used, row.effective_gas_price) == (receipt["gasUsed"], receipt["effectiveGasPrice"])
+    assert row.fee == receipt["gasUsed"] * receipt["effectiveGasPrice"] > 0
     with pytest.raises(Exception):  # the first version never landed
         chain.w3.eth.get_transaction_receipt(row.tx_hashes[0])
     amount = int(body["amount"])
