@@ -12,6 +12,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("v1/auth/", include("billing_project.api_urls")),
+    path("v1/billing/overview/", include("overview.api.urls")),
     path("v1/billing/", include("billing.api.urls")),
     path("v1/profile/", include("profiles.api.urls")),
     path("v1/notifications", include("notifications.urls")),
