@@ -97,6 +97,9 @@ class Console:
 # --- small probes --------------------------------------------------------------------------------------
 
 
+DEMO_HISTORY_DAYS = 90
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -607,7 +610,9 @@ class Stack:
         try:
             self.run_step("migrate", self.manage("migrate", "--noinput"))
             if manage_command_exists("seed_demo"):
-                self.run_step("seed_demo", self.manage("seed_demo"))
+                # 90 days of a believable business on first start (a few seconds; a database that has a
+                # history keeps it), so the overview shows something true at once.
+                self.run_step("seed_demo", self.manage("seed_demo", "--history", str(DEMO_HISTORY_DAYS)))
             else:
                 self.say("WARNING: manage.py seed_demo does not exist yet: no demo users or catalog")
                 self.notes.append("seed_demo missing: the demo logins below do not exist")

@@ -123,10 +123,12 @@ def placeholder_address(label: str) -> str:
 
 NETWORKS: list[dict] = [
     {
+        # The local chain plays the production network in the demo: not a testnet, so the overview's money
+        # figures (which leave test networks out by default) show the demo's history and its live payments.
         "slug": "anvil-local",
         "name": "Anvil (local)",
         "chain_id": 31337,
-        "is_testnet": True,
+        "is_testnet": False,
         "confirmation_depth": 2,
         "block_time_seconds": 1,
     },
@@ -262,7 +264,39 @@ PLANS: list[dict] = [
         "limits": {"api_calls": 100_000, "seats": 5, "projects": 20},
         "features": [*_BASE_FEATURES, "exports", "webhooks"],
         "tier": 2,
+        "experiment": "yearly-2026",
+        "variant": "a",
         "sort_order": 40,
+    },
+    {
+        "slug": "pro-yearly-b",
+        "title": "Pro (yearly, launch price)",
+        "description": "Pro, paid once a year at a launch price: the yearly-2026 test's variant b.",
+        "interval": Interval.YEAR,
+        "token": ("anvil-local", "dUSD"),
+        "price_amount": 135 * USD,
+        "price_usd_estimate": Decimal("135.00"),
+        "provider": "evm-local",
+        "limits": {"api_calls": 100_000, "seats": 5, "projects": 20},
+        "features": [*_BASE_FEATURES, "exports", "webhooks"],
+        "tier": 2,
+        "experiment": "yearly-2026",
+        "variant": "b",
+        "sort_order": 41,
+    },
+    {
+        "slug": "sprint-weekly",
+        "title": "Sprint (weekly)",
+        "description": "Starter limits with webhooks, a week at a time: for a hackathon or a launch.",
+        "interval": Interval.WEEK,
+        "token": ("anvil-local", "dUSD"),
+        "price_amount": 2 * USD,
+        "price_usd_estimate": Decimal("2.00"),
+        "provider": "evm-local",
+        "limits": {"api_calls": 10_000, "seats": 2, "projects": 3},
+        "features": [*_BASE_FEATURES, "webhooks"],
+        "tier": 1,
+        "sort_order": 15,
     },
     {
         "slug": "pro-eth",
@@ -303,10 +337,14 @@ class SeedReport:
 
     created: Counter = field(default_factory=Counter)
     skipped_history: int = 0
+    notes: list[str] = field(default_factory=list)
 
     def add(self, kind: str, n: int = 1) -> None:
         if n:
             self.created[kind] += n
+
+    def add_note(self, text: str) -> None:
+        self.notes.append(text)
 
     def summary(self) -> str:
         if not self.created:
@@ -374,6 +412,10 @@ def demo_catalog_seed(*, report: SeedReport) -> DemoCatalog:
         networks[slug] = _create_if_missing(Network, report, "networks", {"slug": slug}, spec)
 
     _seed_rpc_endpoints(networks, report)
+    local = networks["anvil-local"]
+    if local.is_testnet:  # databases seeded before the local chain played production
+        local.is_testnet = False
+        local.save(update_fields=["is_testnet", "updated_at"])
 
     config = CryptoConfig.objects.filter(pk=1).first()
     if config is None:
@@ -934,9 +976,12 @@ def _ensure_subscriptions(user_ids: list[int], now: datetime, report: SeedReport
     report.add("subscriptions", len(subs))
 
 
-def demo_seed(*, transactions: int = 0, progress: bool = False) -> SeedReport:
+def demo_seed(*, transactions: int = 0, history_days: int = 0, progress: bool = False) -> SeedReport:
+    from billing.services.demo_history import demo_history_seed_days
+
     report = SeedReport()
     demo_users_seed(report=report)
     demo_catalog_seed(report=report)
     demo_history_seed(transactions=transactions, report=report, progress=progress)
+    demo_history_seed_days(days=history_days, report=report)
     return report

@@ -11,15 +11,17 @@ from datetime import timedelta
 import pytest
 from django.apps import apps
 from django.contrib.auth import authenticate, get_user_model
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 from eth_utils import is_checksum_address
 from rest_framework.authtoken.models import Token as ApiToken
 
 from billing.fields import UINT256_MAX
 from billing.models import (
+    ChainEvent,
     CryptoConfig,
     Network,
+    OperatorTransaction,
     PaymentContract,
     PaymentProvider,
     PaymentTransaction,
@@ -129,7 +131,7 @@ def test_catalog(settings):
 
     nets = {n.slug: n for n in Network.objects.all()}
     assert {s: (n.chain_id, n.is_testnet, n.confirmation_depth) for s, n in nets.items()} == {
-        "anvil-local": (31337, True, 2),
+        "anvil-local": (31337, False, 2),  # the local chain plays production in the demo
         "base-sepolia": (84532, True, 5),
         "ethereum": (1, False, 12),
     }
@@ -319,3 +321,66 @@ def test_history_grows_by_index_and_keeps_what_exists():
     assert Subscription.objects.filter(status__in=["active", "past_due"]).values("user").distinct().count() == (
         Subscription.objects.filter(status__in=["active", "past_due"]).count()
     )
+
+
+def test_history_days_builds_a_consistent_business_once():
+    """`--history 60`: customers over time, every kind of payment outcome and subscription story, two
+    experiments, several networks and tokens, payouts; every row follows the ledger's rules; a re-run adds
+    nothing."""
+    out = seed("--history", "60")
+    counts = table_counts()
+    now = timezone.now()
+    txs = list(
+        PaymentTransaction.objects.filter(checkout_payload__has_key="demo_history")
+        .select_related("network", "token", "plan")
+        .prefetch_related("status_history")
+    )
+    assert len(txs) > 200, out
+    statuses = Counter(t.status for t in txs)
+    assert {"confirmed", "failed", "expired", "refunded", "needs_review", "unmatched"} <= set(statuses), statuses
+    assert {t.network.slug for t in txs} == {"anvil-local", "base-sepolia", "ethereum"}
+    assert {t.token.symbol for t in txs} >= {"dUSD", "ETH", "USDC"}
+    assert min(t.created_at for t in txs) >= now - timedelta(days=60, minutes=1)
+    assert max(t.created_at for t in txs) <= now
+    for tx in txs:
+        history = list(tx.status_history.all())
+        assert history and history[-1].to_status == tx.status
+        for prev, row in zip(history, history[1:], strict=False):
+            assert can_transition(row.from_status, row.to_status), (row.from_status, row.to_status)
+            assert row.created_at >= prev.created_at
+        if tx.status in ("confirmed", "refunded", "needs_review"):
+            assert tx.tx_hash and tx.confirmed_at and tx.fee == tx.gas_used * tx.effective_gas_price
+            assert tx.submitted_at < tx.confirmed_at <= now
+            assert tx.usd_rate_at_confirmation
+        if tx.status == "refunded":
+            assert tx.confirmed_at < tx.refunded_at <= now
+    for tx in {t.status: t for t in txs}.values():
+        tx.full_clean()
+
+    subs = list(
+        Subscription.objects.filter(user__username__startswith="client-").select_related("plan", "last_transaction")
+    )
+    by_status = Counter(s.status for s in subs)
+    assert {"active", "canceled", "expired"} <= set(by_status), by_status
+    assert all(s.current_period_end > s.current_period_start for s in subs)
+    assert all(s.last_transaction.user_id == s.user_id for s in subs)
+    # Stories: an upgrade changed the plan inside a subscription; a downgrade is queued or took effect.
+    first_plan = {}
+    for tx in sorted((t for t in txs if t.status == "confirmed" and t.user_id), key=lambda t: t.confirmed_at):
+        first_plan.setdefault(tx.user_id, tx.plan.slug)
+    assert any(first_plan.get(s.user_id) not in (None, s.plan.slug) for s in subs), "no plan change"
+    assert any(s.ended_at and s.debt_amount > 0 for s in subs), "no lapsed renewal"
+    experiments = {(p.experiment, p.variant) for p in Plan.objects.exclude(experiment="")}
+    assert {e for e, _ in experiments} == {"pricing-2026q4", "yearly-2026"}
+    assert {t.plan.experiment for t in txs if t.plan and t.plan.experiment} == {"pricing-2026q4", "yearly-2026"}
+    assert OperatorTransaction.objects.filter(kind="refund", fee__gt=0).exists()
+    assert ChainEvent.objects.filter(name="Withdrawn", amount__gt=0).exists()
+
+    again = seed("--history", "60")
+    assert "history already present" in again
+    assert table_counts() == counts
+
+
+def test_history_refuses_a_silly_number_of_days():
+    with pytest.raises(CommandError):
+        seed("--history", "-1")
