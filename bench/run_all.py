@@ -8,7 +8,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 code = 0
 for script in sorted(HERE.glob("*.py")):
-    if script.name == "run_all.py":
+    if script.name == "run_all.py" or script.name.startswith("_"):  # _*.py are helpers (seeders)
         continue
     print(f"== {script.name}", flush=True)
     code |= subprocess.call([sys.executable, str(script), *sys.argv[1:]])
