@@ -346,11 +346,12 @@ def _withdrawals(cur, catalog: dict, *, days: int) -> None:
             cur.execute(
                 """
                 INSERT INTO billing_chainevent (contract_id, chain_id, name, block_number, block_hash, tx_hash,
-                                                log_index, args, amount, token_address, removed, created_at)
+                                                log_index, args, amount, token_address, removed, apply_error,
+                                                created_at)
                 SELECT %(contract)s, %(chain)s, 'Withdrawn', 2000000 + w * 50400, '0x' || md5('wb' || w || %(key)s)
                        || md5('x'), '0x' || md5('wt' || w || %(key)s) || md5('y'), 0,
                        jsonb_build_object('token', %(token_arg)s, 'to', %(treasury)s, 'amount', %(amount)s::text),
-                       %(amount)s, %(token_address)s, false, now() - (w * interval '7 days')
+                       %(amount)s, %(token_address)s, false, '', now() - (w * interval '7 days')
                 FROM generate_series(0, %(weeks)s) w
                 """,
                 {
