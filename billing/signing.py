@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 
 SIGNATURE_HEADER = "X-Billing-Signature"
 TOLERANCE_SECONDS = 300
+MAX_HEADER_LENGTH = 2048  # a few signatures during a rotation fit many times over
+
+# Only ASCII: str.isdigit() and int() also take "²" or Arabic-Indic digits, and hmac.compare_digest refuses
+# non-ASCII str with a TypeError; an over-long t would overflow the float comparison. Anything else in the
+# header is "malformed" (401), never an exception (500).
+_TIMESTAMP_RE = re.compile(r"[0-9]{1,12}")
+_HEX_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
 def compute(secret: str, timestamp: int, raw_body: bytes) -> str:
@@ -25,14 +33,19 @@ def sign(raw_body: bytes, secrets: list[str], *, timestamp: int | None = None) -
 
 
 def parse(header: str) -> tuple[int | None, list[str]]:
+    """(t, v1 signatures). Parts that are not an ASCII t or a 64-hex-digit v1 are ignored, so a header made
+    only of such parts parses as (None, []) and is refused as malformed."""
     timestamp: int | None = None
     signatures: list[str] = []
-    for part in (header or "").split(","):
+    if not isinstance(header, str) or len(header) > MAX_HEADER_LENGTH:
+        return None, []
+    for part in header.split(","):
         key, _, value = part.strip().partition("=")
-        if key == "t" and value.isdigit():
+        value = value.strip()
+        if key == "t" and _TIMESTAMP_RE.fullmatch(value):
             timestamp = int(value)
-        elif key == "v1" and value:
-            signatures.append(value.strip().lower())
+        elif key == "v1" and _HEX_SHA256_RE.fullmatch(value.lower()):
+            signatures.append(value.lower())
     return timestamp, signatures
 
 
@@ -52,7 +65,7 @@ def check(
             continue
         expected = compute(secret, timestamp, raw_body)
         for candidate in signatures:
-            if hmac.compare_digest(expected, candidate) and matched < 0:
+            if hmac.compare_digest(expected.encode("ascii"), candidate.encode("ascii")) and matched < 0:
                 matched = index
     if matched < 0:
         return False, "signature does not match", -1

@@ -305,3 +305,16 @@ def test_20_parallel_deliveries_answer_fast_while_the_chain_is_unreachable(live_
     assert peak >= 5, peak
     assert all(code == 200 and seconds < 2.0 and count == 1 for code, seconds, count in plans_answers)
     assert InboundEvent.objects.filter(contract=contract, status="received", attempts=0).count() == 20
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("value", ["t=1,v1=é", "t=²,v1=" + "a" * 64, "v1=ÿÿ,t=" + "9" * 5000])
+def test_non_ascii_signature_header_is_401_not_500(api_client, value):
+    contract = unreachable_contract()
+    raw = json.dumps(body_for(contract)).encode()
+    # WSGI hands headers over as latin-1 decoded str: this is what a client sending these bytes produces.
+    response = api_client.post(
+        URL.format(contract.slug), raw, content_type="application/json", HTTP_X_BILLING_SIGNATURE=value
+    )
+    assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_signature"
+    assert not InboundEvent.objects.exists()

@@ -80,3 +80,29 @@ def test_malformed_header_is_refused(bad):
 def test_signature_with_a_changed_timestamp_is_refused():
     good = header(CURRENT)
     assert not verify(good.replace(f"t={T}", f"t={T + 1}")).ok
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "t={T},v1=é",
+        "t={T},v1=" + "é" * 64,
+        "t={T},v1=" + "ab" * 31 + "é",
+        "t=²,v1={SIG}",  # str.isdigit() says yes, int() says no
+        "t=١٢٣,v1={SIG}",  # Arabic-Indic digits: int() would take them
+        "t=" + "9" * 5000 + ",v1={SIG}",  # over int()'s digit limit, and over a float
+        "t={T},v1={SIG}\u0000",
+        "t={T},,,=,v1",
+        "\udcff",
+        "t={T}," + "v1=" + "0" * 64 + "," * 5000,
+    ],
+)
+def test_non_ascii_or_malformed_headers_are_refused_not_raised(bad):
+    good = header(CURRENT)
+    signature = good.split("v1=")[1]
+    result = verify(bad.replace("{T}", str(T)).replace("{SIG}", signature))
+    assert not result.ok and result.reason in {"missing or malformed signature header", "signature does not match"}
+
+
+def test_a_good_signature_beside_a_malformed_one_still_counts():
+    assert verify(header(CURRENT) + ",v1=é,v2=x").ok
