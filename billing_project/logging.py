@@ -17,10 +17,14 @@ import structlog
 SECRET_KEY_RE = re.compile(r"(secret|password|private|signer_key|api_key|token|authorization)", re.I)
 URL_RE = re.compile(r"(https?|wss?)://(?:[^/\s@]*@)?([^/\s?#:@]+(?::\d+)?)([/?#][^\s\"']*)?")
 HEX_KEY_RE = re.compile(r"\b(0x)?[0-9a-fA-F]{64}\b")
+# urllib3/requests name the request path alone ("Max retries exceeded with url: /services/T0/B0/xoxb..."):
+# a webhook URL's token lives exactly there.
+BARE_PATH_RE = re.compile(r"(\burl: )(/[^\s]*)", re.I)
 
 
 def mask_url(url: str) -> str:
-    """https://user:key@host/path?key=1 -> https://host/**** : keys hide in user info, paths and queries."""
+    """https://user:key@host/path?key=1 -> https://host/**** : keys hide in user info, paths and queries.
+    Also masks the bare request path urllib3 puts in its errors ("with url: /path?query" -> "url: /****")."""
 
     def repl(m: re.Match) -> str:
         userinfo = "@" in m.group(0).split("//", 1)[1].split("/", 1)[0]
@@ -28,7 +32,13 @@ def mask_url(url: str) -> str:
         hidden = (rest and rest != "/") or userinfo
         return f"{m.group(1)}://{m.group(2)}" + ("/****" if hidden else "")
 
-    return URL_RE.sub(repl, url)
+    url = URL_RE.sub(repl, url)
+    return BARE_PATH_RE.sub(lambda m: m.group(1) + ("/****" if m.group(2) != "/" else "/"), url)
+
+
+def error_text(exc: BaseException, *, limit: int = 2000) -> str:
+    """`Type: message` of an exception, URLs masked, cut to `limit`: what may be stored or logged."""
+    return mask_url(f"{type(exc).__name__}: {exc}")[:limit]
 
 
 def _redact(_logger: Any, _name: str, event_dict: dict) -> dict:

@@ -13,6 +13,7 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
+from billing_project.logging import error_text
 from notifications.models import Notification
 
 log = structlog.get_logger(__name__)
@@ -61,7 +62,8 @@ def notification_deliver(*, notification_id: int) -> str:
         try:
             _send(notification)
         except Exception as exc:  # any failure is a retry, recorded with its reason
-            notification.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+            # The ops webhook URL's path is a token (Slack and the like); requests puts it in its errors.
+            notification.last_error = error_text(exc)
             if notification.attempts >= settings.NOTIFICATIONS_MAX_ATTEMPTS:
                 notification.status = Notification.Status.FAILED
             notification.save(update_fields=["attempts", "last_error", "status"])

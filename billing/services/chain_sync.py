@@ -38,6 +38,7 @@ from billing.services.payments import (
     payment_observe_withdrawn,
     payment_reorged_out,
 )
+from billing_project.logging import mask_url
 
 log = structlog.get_logger(__name__)
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
@@ -218,7 +219,7 @@ def _record_failed_event(contract: PaymentContract, item: ObservedLog, error: st
     try:
         with transaction.atomic():
             event_id = chain_event_record(contract=contract, observed=item).pk
-            ChainEvent.objects.filter(pk=event_id).update(apply_error=error[:2000])
+            ChainEvent.objects.filter(pk=event_id).update(apply_error=mask_url(error)[:2000])
     except Exception as exc:  # even the raw log cannot be stored: ops still hear of it below
         error = f"{error}; recording it failed too: {type(exc).__name__}: {exc}"
     with transaction.atomic():
@@ -345,4 +346,6 @@ def contract_sync(*, contract_id: int, client=None, max_batches: int = 20, batch
 
 
 def contract_sync_record_error(*, contract_id: int, error: str) -> None:
-    ChainCursor.objects.filter(contract_id=contract_id).update(last_error=error[:2000], last_run_at=timezone.now())
+    ChainCursor.objects.filter(contract_id=contract_id).update(
+        last_error=mask_url(error)[:2000], last_run_at=timezone.now()
+    )

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from billing.chain.sender import SentTx, find_receipt, replace_once, send_transaction
 from billing.models import CryptoConfig, Network, OperatorTransaction, PaymentTransaction
+from billing_project.logging import mask_url
 
 log = structlog.get_logger(__name__)
 
@@ -60,7 +61,7 @@ def operator_tx_send(
         sent = send_transaction(client=client, to=to, data=data, value=value)
     except Exception as exc:
         OperatorTransaction.objects.filter(pk=row.pk).update(
-            status=OperatorTransaction.Status.FAILED, error=str(exc)[:2000]
+            status=OperatorTransaction.Status.FAILED, error=mask_url(str(exc))[:2000]
         )
         raise
     row.status = OperatorTransaction.Status.PENDING

@@ -19,6 +19,7 @@ from django.utils.module_loading import import_string
 from billing import signing
 from billing.models import DeliveryAttempt, OutboxDelivery, OutboxEvent
 from billing.retry import backoff_seconds
+from billing_project.logging import error_text
 
 log = structlog.get_logger(__name__)
 
@@ -122,7 +123,7 @@ def outbox_delivery_attempt(*, delivery_id: int, force: bool = False) -> OutboxD
             ok = True
         except Exception as exc:  # any failure is a retry, recorded with its reason
             ok = False
-            error = f"{type(exc).__name__}: {exc}"[:2000]
+            error = error_text(exc)  # requests errors carry the subscriber URL's path (tokens live there)
             status_code = getattr(exc, "status_code", None) or getattr(
                 getattr(exc, "response", None), "status_code", None
             )

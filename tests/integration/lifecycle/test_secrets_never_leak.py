@@ -154,3 +154,67 @@ def test_canaries_never_leak(
     for where, text in {"responses and pages": "\n".join(seen), "log lines": logs, "audit entries": audit}.items():
         for name, secret in secrets.items():
             assert secret not in text, f"the {name} appears in {where}"
+
+
+CANARY_HOOK = "CANARYHOOKTOKEN9e1f"
+
+
+def test_delivery_errors_never_store_the_url_token(
+    settings, admin_api, support_api, client, billing_admin_user, all_logs
+):
+    """Outbox deliveries to an external subscriber and ops-webhook deliveries fail against URLs whose path
+    and query carry a token (a Slack-style webhook); the stored errors (delivery, attempt log, notification),
+    the admin API and pages and the log lines name the host, never the token."""
+    from django.db import transaction
+
+    from billing.models import DeliveryAttempt, OutboxDelivery
+    from billing.services.notices import ops_notice
+    from billing.services.outbox import outbox_delivery_attempt
+    from notifications.models import Notification
+    from notifications.services import notification_deliver
+
+    # Port 9 (discard) refuses: requests' error text then carries the request path ("with url: /...").
+    settings.BILLING_EXTERNAL_SUBSCRIBERS = [
+        {
+            "name": "crm",
+            "url": f"http://127.0.0.1:9/services/T0/{CANARY_HOOK}?token={CANARY_HOOK}",
+            "secret": "s",
+            "topics": ["ops.notice.v1"],
+        }
+    ]
+    settings.NOTIFICATIONS_OPS_WEBHOOK_URL = f"http://127.0.0.1:9/hooks/{CANARY_HOOK}"
+    with transaction.atomic():
+        ops_notice(kind="dead_letter", key="canary:1", title="Canary notice")
+    for delivery in OutboxDelivery.objects.all():
+        outbox_delivery_attempt(delivery_id=delivery.pk, force=True)
+    crm = OutboxDelivery.objects.get(subscriber="crm")
+    note = Notification.objects.get(dedupe_key="ops:canary:1")
+    assert notification_deliver(notification_id=note.pk) == "retry"
+    note.refresh_from_db()
+    # The failures really happened and were recorded (with the host, so the operator can tell which one).
+    assert crm.attempts == 1 and "127.0.0.1" in crm.last_error and "Max retries" in crm.last_error
+    assert "127.0.0.1" in note.last_error and "Connection" in note.last_error
+
+    seen = [
+        crm.last_error,
+        note.last_error,
+        " ".join(DeliveryAttempt.objects.values_list("error", flat=True)),
+        admin_api.get("/v1/billing/admin/outbox").content.decode(),
+        support_api.get("/v1/billing/admin/outbox").content.decode(),
+    ]
+    client.force_login(billing_admin_user)
+    billing_admin_user.is_superuser = True
+    billing_admin_user.save()
+    for url in [
+        reverse("admin:billing_outboxdelivery_changelist"),
+        reverse("admin:billing_outboxdelivery_change", args=[crm.pk]),
+        reverse("admin:notifications_notification_changelist"),
+        reverse("admin:notifications_notification_change", args=[note.pk]),
+    ]:
+        response = client.get(url)
+        assert response.status_code == 200, url
+        seen.append(response.content.decode(errors="replace"))
+    logs = all_logs.getvalue()
+    assert "outbox.attempt" in logs and "notification.delivery_failed" in logs
+    for where, text in {"stored errors, API and pages": "\n".join(seen), "log lines": logs}.items():
+        assert CANARY_HOOK not in text, f"the webhook URL token appears in {where}"
