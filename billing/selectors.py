@@ -52,7 +52,7 @@ def plan_payment_options_grouped(plan: Plan) -> list[dict]:
     grouped: dict[int, dict] = {}
     for option in plan_payment_options(plan):
         network = option.network
-        if not network.enabled or not option.token.enabled:
+        if not network.enabled or not option.token.enabled or option.amount is None:
             continue
         entry = grouped.setdefault(
             network.pk,

@@ -17,6 +17,7 @@ from eth_utils import is_address, is_checksum_address, to_checksum_address
 
 from billing.adapters.base import CheckoutPayload, CheckoutRequest
 from billing.adapters.registry import get_adapter
+from billing.fields import UINT256_MAX
 from billing.models import CryptoConfig, Network, PaymentContract, PaymentTransaction, Plan, Token, TxStatus
 from billing.services.ledger import transaction_record_created
 
@@ -37,14 +38,34 @@ class PaymentOption:
     network: Network
     token: Token
     contract: PaymentContract
-    amount: int  # per period, smallest unit of `token`
+    amount: int | None  # per period, smallest unit of `token`; None: the conversion overflows uint256
+
+
+class AmountOverflow(CheckoutError):
+    """The amount does not fit the contract's uint256 (a conversion to more decimals, or many periods)."""
+
+    def __init__(self, message: str, *, field: str | None = "plan"):
+        super().__init__("amount_overflow", message, field=field, status=400)
 
 
 def _scale(amount: int, from_decimals: int, to_decimals: int) -> int:
+    """`amount` in a token of `from_decimals` expressed in one of `to_decimals`, in integers only.
+
+    To more decimals: exact (amount * 10^k). To fewer: rounded up, so the operator is never short, by less
+    than one unit of the target token (the quotient, plus one when there is a remainder). A result above
+    2^256 - 1 (what the contract takes) raises AmountOverflow instead of reaching the quote."""
+    if amount < 0 or from_decimals < 0 or to_decimals < 0:
+        raise ValueError("amounts and decimals are never negative")
     if to_decimals >= from_decimals:
-        return amount * 10 ** (to_decimals - from_decimals)
-    q, r = divmod(amount, 10 ** (from_decimals - to_decimals))
-    return q + (1 if r else 0)  # never undercharge
+        scaled = amount * 10 ** (to_decimals - from_decimals)
+    else:
+        q, r = divmod(amount, 10 ** (from_decimals - to_decimals))
+        scaled = q + (1 if r else 0)  # never undercharge
+    if scaled > UINT256_MAX:
+        raise AmountOverflow(
+            f"{amount} at {from_decimals} decimals is more than a uint256 at {to_decimals} decimals (2^256 - 1)."
+        )
+    return scaled
 
 
 def plan_payment_options(plan: Plan) -> list[PaymentOption]:
@@ -70,7 +91,10 @@ def plan_payment_options(plan: Plan) -> list[PaymentOption]:
         )
         if contract is None:
             continue
-        amount = _scale(plan.price_amount, plan.price_token.decimals, token.decimals)
+        try:
+            amount = _scale(plan.price_amount, plan.price_token.decimals, token.decimals)
+        except AmountOverflow:
+            amount = None  # listed nowhere; checkout asked for it explicitly says why
         options.append(PaymentOption(token.network, token, contract, amount))
     return options
 
@@ -83,6 +107,19 @@ def _choose_option(
     options: list[PaymentOption], network_slug: str | None, token_symbol: str | None
 ) -> tuple[PaymentOption, dict | None]:
     candidates = options
+    if token_symbol or network_slug:
+        wanted = [
+            o
+            for o in options
+            if (not token_symbol or o.token.symbol.lower() == token_symbol.lower())
+            and (not network_slug or o.network.slug == network_slug)
+        ]
+        if wanted and all(o.amount is None for o in wanted):
+            raise AmountOverflow(
+                f"The plan's price does not fit a uint256 in {wanted[0].token.symbol} on {wanted[0].network.slug}.",
+                field="network" if network_slug else "token",
+            )
+    candidates = [o for o in candidates if o.amount is not None]
     if token_symbol:
         candidates = [o for o in candidates if o.token.symbol.lower() == token_symbol.lower()]
         if not candidates:
@@ -181,6 +218,8 @@ def checkout_create(
 
     option, fallback = _choose_option(plan_payment_options(plan), network_slug, token_symbol)
     amount = option.amount * periods
+    if amount > UINT256_MAX:
+        raise AmountOverflow(f"{periods} periods of {option.amount} do not fit a uint256.", field="periods")
     expires_at = now + settings.BILLING_CHECKOUT_TTL
     tx = PaymentTransaction.objects.create(
         user=user,
