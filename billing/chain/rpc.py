@@ -1,9 +1,13 @@
 """JSON-RPC client for one EVM chain that survives bad endpoints.
 
-Endpoints are tried in their configured order. A failing request is retried on the same endpoint with
-exponential backoff and full jitter, then the next endpoint takes over. An endpoint that used up its
-retries is "cooling down" for a short while: calls start from the first endpoint that is not, so the
-preferred endpoint takes the traffic back as soon as its cool-down is over and it answers again.
+Endpoints are tried in their configured order. Every request has a deadline (the endpoint's timeout, for
+connect, headers and body together). An endpoint that times out is abandoned at once: the next endpoint
+takes this very call, and the timed-out one is "cooling down", so the next calls start elsewhere (a hung
+endpoint costs one timeout, not one per retry). A fast failure (connection refused, HTTP 5xx, a transient
+JSON-RPC error) is retried on the same endpoint with `billing.retry.backoff_seconds`, then the next
+endpoint takes over and the failing one cools down too. Calls start from the first endpoint that is not
+cooling down, so the preferred endpoint takes the traffic back as soon as its cool-down is over and it
+answers again.
 The first time a client uses an endpoint it checks eth_chainId: an endpoint answering for another chain
 is never used by that client.
 
@@ -15,7 +19,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import random
 import re
 import threading
 import time
@@ -30,6 +33,7 @@ from web3 import Web3
 from web3.providers.base import JSONBaseProvider
 
 from billing import metrics
+from billing.retry import backoff_seconds
 from billing_project.logging import mask_url
 
 logger = structlog.get_logger(__name__)
@@ -139,9 +143,10 @@ class RetryPolicy:
         """Upper bound of the sleep before retry number `retry` (0-based): min(max, base * 2^retry)."""
         return min(self.backoff_max, self.backoff_base * (2**retry))
 
-    def backoff(self, retry: int, rand: Callable[[], float] | None = None) -> float:
-        """Full jitter (uniform in [0, cap]): clients that failed together do not retry in lockstep."""
-        return (rand or random.random)() * self.backoff_cap(retry)
+    def backoff(self, retry: int) -> float:
+        """The one backoff rule (`billing.retry.backoff_seconds`, jitter in [cap/2, cap]) for retry number
+        `retry` (0-based): clients that failed together do not retry in lockstep."""
+        return backoff_seconds(retry + 1, base=self.backoff_base, cap=self.backoff_max)
 
     def worst_case_seconds(self, timeouts: list[float]) -> float:
         """The longest one call() can take before AllEndpointsFailed, given the endpoints' timeouts.
@@ -274,6 +279,10 @@ class TransportError(RpcError):
     """The endpoint gave no usable answer (timeout, refused, HTTP error, transient JSON-RPC error): retry, fail over."""
 
 
+class RpcTimeout(TransportError):
+    """The endpoint did not answer within its deadline: fail over at once (no retry on the same endpoint)."""
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, bytes | bytearray):
         return "0x" + bytes(value).hex()
@@ -314,7 +323,7 @@ def post_json_rpc(
                 chunks.append(chunk)
                 size += len(chunk)
                 if time.monotonic() > deadline:
-                    raise TransportError(f"timed out after {spec.timeout:g}s (slow body)", endpoint=label)
+                    raise RpcTimeout(f"timed out after {spec.timeout:g}s (slow body)", endpoint=label)
                 if size > _MAX_BODY:
                     raise TransportError("answer too large", endpoint=label)
             raw = b"".join(chunks)
@@ -322,7 +331,7 @@ def post_json_rpc(
     except TransportError:
         raise
     except requests.Timeout:
-        raise TransportError(f"timed out after {spec.timeout:g}s", endpoint=label)
+        raise RpcTimeout(f"timed out after {spec.timeout:g}s", endpoint=label)
     except requests.ConnectionError as exc:
         raise TransportError(f"connection failed: {_reason(exc)}", endpoint=label)
     except requests.RequestException as exc:
@@ -444,7 +453,7 @@ class ChainClient:
         try:
             answer, elapsed = post_json_rpc(self._session, spec, method, params)
         except TransportError as exc:
-            self._count(index, method, "timeout" if "timed out" in str(exc) else "error")
+            self._count(index, method, "timeout" if isinstance(exc, RpcTimeout) else "error")
             raise
         metrics.RPC_LATENCY.labels(network=self.network_label, endpoint=spec.label).observe(elapsed)
         if "error" not in answer:
@@ -535,13 +544,17 @@ class ChainClient:
                         attempt=retry + 1,
                         error=last,
                     )
+                    if isinstance(exc, RpcTimeout):
+                        # A hung endpoint would cost a full timeout per retry: fail over now, and let the next
+                        # calls start from the others until its cool-down is over.
+                        break
                     continue
                 else:
                     self._st(index).down_until = 0.0
                     self._health(index, ok=True, healthy=True, latency_ms=self._last_latency_ms)
                     return result
-            else:
-                # used up its retries: let the others go first for a while
+            if index not in failures:
+                # used up its retries, or timed out once: let the others go first for a while
                 self._st(index).down_until = time.monotonic() + self.cooldown
                 self._health(index, ok=False, healthy=False, error=last, attempt=False)
                 failures[index] = _Failure("transient", last)

@@ -263,15 +263,50 @@ def test_all_endpoints_down_fails_within_the_policy_bound():
         hung.close()
 
     assert elapsed <= bound
-    # The hung endpoint really was waited on, once per try (1 + max_retries), each try its full timeout.
-    assert len(hung.accepted) == 3
-    assert elapsed >= 3 * 0.3
+    # The hung endpoint was waited on once, its full timeout, and abandoned at once (no retry).
+    assert len(hung.accepted) == 1
+    assert elapsed >= 0.3
     message = str(caught.value)
     assert SECRET not in message
     for spec in endpoints:
         assert spec.masked_url in message
     assert "timed out after 0.3s" in message
     assert message.count("connection refused") == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_follower_is_on_the_fallback_within_5_seconds_of_a_hung_primary(node):
+    """Issue 8 §5: a primary that accepts connections and never answers (a black hole) costs one timeout,
+    not one per retry: the chain follower, with the default retry policy, finishes its sync on the contract's
+    fallback anvil within 5 s, and the next sync does not touch the hung endpoint again."""
+    from billing.services.chain_sync import contract_sync
+
+    hung = Blackhole()
+    try:
+        CryptoConfigFactory(max_retries=3, request_timeout_seconds=Decimal("2"))  # 4 tries per endpoint
+        network = NetworkFactory(chain_id=31337, confirmation_depth=0)
+        primary = RpcEndpointFactory(network=network, position=0, url=hung.url, timeout_seconds=Decimal("2"))
+        node.mine(3)
+        head = node.block_number()
+        contract = PaymentContractFactory(network=network, fallback_rpc=node.url, deployment_block=head - 2)
+
+        started = time.monotonic()
+        result = contract_sync(contract_id=contract.pk)
+        elapsed = time.monotonic() - started
+        assert result.to_block is not None and result.to_block >= head  # synced, by the fallback
+        assert elapsed < 5, f"{elapsed:.1f}s"
+        assert len(hung.accepted) == 1  # one connection, one timeout, then straight to the fallback
+        primary.refresh_from_db()
+        assert primary.healthy is False and "timed out after 2s" in primary.last_error
+        assert SECRET not in primary.last_error
+
+        node.mine(2)
+        started = time.monotonic()
+        assert contract_sync(contract_id=contract.pk).to_block >= head + 2
+        assert time.monotonic() - started < 1  # the primary is cooling down: not waited on again
+        assert len(hung.accepted) == 1
+    finally:
+        hung.close()
 
 
 @pytest.mark.django_db

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from billing import retry
 from billing.chain import rpc
 from billing.chain.rpc import (
     AllEndpointsFailed,
@@ -18,6 +19,7 @@ from billing.chain.rpc import (
     LogRangeTooLarge,
     MethodNotSupported,
     RetryPolicy,
+    RpcTimeout,
     TransportError,
     classify_rpc_error,
     safe_url,
@@ -83,16 +85,14 @@ def test_backoff_caps_double_from_the_base_up_to_the_max():
     assert [policy.backoff_cap(i) for i in range(7)] == pytest.approx([0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0])
 
 
-def test_backoff_is_full_jitter_between_zero_and_the_cap():
+def test_backoff_is_billing_retry_jitter_between_half_the_cap_and_the_cap():
     policy = RetryPolicy(backoff_base=0.1, backoff_max=1.0)
-    assert policy.backoff(3, rand=lambda: 0.0) == 0.0
-    assert policy.backoff(3, rand=lambda: 1.0) == pytest.approx(0.8)
-    assert policy.backoff(9, rand=lambda: 1.0) == pytest.approx(1.0)
-    source = random.Random(7)
-    samples = [policy.backoff(2, rand=source.random) for _ in range(4000)]
-    assert min(samples) >= 0 and max(samples) <= 0.4
-    assert sum(samples) / len(samples) == pytest.approx(0.2, abs=0.01)  # uniform: mean = cap / 2
+    random.seed(7)
+    samples = [policy.backoff(2) for _ in range(4000)]  # cap 0.4 for the third retry
+    assert min(samples) >= 0.2 and max(samples) <= 0.4
+    assert sum(samples) / len(samples) == pytest.approx(0.3, abs=0.01)  # uniform in [cap/2, cap]
     assert len({round(s, 6) for s in samples}) > 3900  # jitter, not a fixed delay
+    assert max(policy.backoff(9) for _ in range(200)) <= 1.0
 
 
 def test_worst_case_seconds_adds_timeouts_and_backoff_caps_per_endpoint():
@@ -103,7 +103,7 @@ def test_worst_case_seconds_adds_timeouts_and_backoff_caps_per_endpoint():
 
 
 def test_retries_sleep_the_jittered_backoff_then_fail_over(replay, monkeypatch):
-    monkeypatch.setattr(rpc.random, "random", lambda: 1.0)  # jitter at its ceiling: sleeps equal the caps
+    monkeypatch.setattr(retry.random, "uniform", lambda low, high: high)  # jitter at its ceiling: sleeps = caps
     fake = replay(
         {
             "http://b": {
@@ -301,3 +301,31 @@ def test_empty_range_asks_nothing(replay):
     fake = replay({})
     assert make_client(["http://a"], RetryPolicy()).get_logs(address="0x0", from_block=5, to_block=4) == []
     assert fake.requests == []
+
+
+def test_a_timeout_fails_over_at_once_and_the_next_call_starts_elsewhere(replay):
+    def hung(params):
+        raise RpcTimeout("timed out after 1s", endpoint="http://a")
+
+    answers = {
+        "http://a": {"eth_chainId": recorded("eth_chainId_31337.json"), "eth_blockNumber": hung},
+        "http://b": {
+            "eth_chainId": recorded("eth_chainId_31337.json"),
+            "eth_blockNumber": recorded("eth_blockNumber.json"),
+        },
+    }
+    fake = replay(answers)
+    sleeps: list[float] = []
+    client = make_client(["http://a", "http://b"], RetryPolicy(max_retries=3), sleeps, cooldown=30)
+    assert client.block_number() == int(recorded("eth_blockNumber.json")["result"], 16)
+    # one timed-out request on a, no retry and no sleep: b answers this very call
+    assert [(url, method) for url, method, _ in fake.requests] == [
+        ("http://a", "eth_chainId"),
+        ("http://a", "eth_blockNumber"),
+        ("http://b", "eth_chainId"),
+        ("http://b", "eth_blockNumber"),
+    ]
+    assert sleeps == []
+    fake.requests.clear()
+    client.block_number()
+    assert [url for url, _, _ in fake.requests] == ["http://b"]  # a is cooling down
