@@ -31,6 +31,19 @@ class ConsoleAdminSite(UnfoldAdminSite):
     def __init__(self, name: str = "admin") -> None:
         super().__init__(name)
         self._console_urls: list = []
+        self._index_view = None
+
+    def register_index(self, view) -> None:
+        """The page the admin index shows to the console's staff (overview's Overview, registered from
+        overview/admin.py). The view returns None for a user it is not for: they get Unfold's app list."""
+        self._index_view = view
+
+    def index(self, request, extra_context=None):
+        if self._index_view is not None:
+            response = self._index_view(request)
+            if response is not None:
+                return response
+        return super().index(request, extra_context)
 
     def register_console_urls(self, prefix: str, patterns: list) -> None:
         """Mount an app's console pages at /admin/<prefix>; every view is wrapped by `admin_view`

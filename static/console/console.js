@@ -72,6 +72,26 @@
     }
   }
 
+  // Charts (Chart.js shipped by Unfold): a canvas carries its whole config in data-console-chart; drawn when
+  // the page loads, when htmx swaps a part in, and when back restores a page from htmx's history cache.
+  function drawCharts(root) {
+    if (!window.Chart) return;
+    (root || document).querySelectorAll("canvas[data-console-chart]").forEach(function (canvas) {
+      if (canvas.dataset.drawn) return;
+      var existing = Chart.getChart(canvas);
+      if (existing) existing.destroy();
+      canvas.dataset.drawn = "1";
+      new Chart(canvas, JSON.parse(canvas.getAttribute("data-console-chart")));
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () { drawCharts(document); });
+  document.addEventListener("htmx:afterSettle", function (evt) { drawCharts(evt.detail.elt); });
+  document.addEventListener("htmx:historyRestore", function () {
+    document.querySelectorAll("canvas[data-console-chart]").forEach(function (c) { delete c.dataset.drawn; });
+    drawCharts(document);
+  });
+
   document.addEventListener("DOMContentLoaded", configure);
   document.addEventListener("htmx:responseError", onError);
   document.addEventListener("htmx:sendError", onError);
