@@ -101,6 +101,7 @@ def _indexes_deferred(cur, tables: tuple[str, ...]):
 
 
 def _catalog() -> dict:
+    from billing.demo.seed import MINIMAL_PASS_ABI, placeholder_address
     from billing.models import (
         Network,
         PaymentContract,
@@ -109,7 +110,6 @@ def _catalog() -> dict:
         RpcEndpoint,
         Token,
     )
-    from billing.services.demo import MINIMAL_PASS_ABI, placeholder_address
 
     networks, tokens, contracts, providers, plans = {}, {}, {}, {}, {}
     for slug, chain_id, testnet in NETWORKS:

@@ -8,7 +8,9 @@ class BillingConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_delete, post_migrate, post_save
 
-        from billing import audit, checks  # noqa: F401  (registers audit models and system checks)
+        # audit and checks register the audited models and the system checks; tasks registers the Celery
+        # tasks that billing.dispatch sends by name.
+        from billing import audit, checks, tasks  # noqa: F401
         from billing.roles import sync_role_permissions
 
         post_migrate.connect(sync_role_permissions, dispatch_uid="billing_sync_roles")

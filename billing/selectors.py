@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.db.models import F, Prefetch, QuerySet
 from django.utils import timezone
 
+from billing.amounts import AmountOverflow, scale_amount
 from billing.models import (
     LIVE_SUBSCRIPTION_STATUSES,
     ChainEvent,
@@ -43,12 +45,53 @@ def plan_list_active() -> QuerySet[Plan]:
     return plan_queryset().filter(is_active=True)
 
 
+@dataclass(frozen=True)
+class PaymentOption:
+    network: Network
+    token: Token
+    contract: PaymentContract
+    amount: int | None  # per period, smallest unit of `token`; None: the conversion overflows uint256
+
+
+def plan_payment_options(plan: Plan) -> list[PaymentOption]:
+    """Where a plan can be paid: its own token on its contract first, then the same asset (same symbol)
+    on the other networks of its provider that have an enabled contract, in fallback order."""
+    options = [PaymentOption(plan.contract.network, plan.price_token, plan.contract, plan.price_amount)]
+    provider = plan.provider
+    fallback = {n.pk: i for i, n in enumerate(CryptoConfig.load().fallback_order())}
+    tokens = (
+        provider.supported_tokens.filter(symbol=plan.price_token.symbol, enabled=True, network__enabled=True)
+        .exclude(pk=plan.price_token_id)
+        .select_related("network")
+    )
+    provider_networks = set(provider.networks.values_list("pk", flat=True))
+    for token in sorted(tokens, key=lambda t: (fallback.get(t.network_id, 10**6), t.network.slug)):
+        if token.network_id not in provider_networks:
+            continue
+        contract = (
+            PaymentContract.objects.filter(network=token.network, enabled=True)
+            .exclude(address="")
+            .order_by("pk")
+            .first()
+        )
+        if contract is None:
+            continue
+        try:
+            amount = scale_amount(plan.price_amount, plan.price_token.decimals, token.decimals)
+        except AmountOverflow:
+            amount = None  # listed nowhere; checkout asked for it explicitly says why
+        options.append(PaymentOption(token.network, token, contract, amount))
+    return options
+
+
+def network_is_healthy(network: Network) -> bool:
+    return network.rpc_endpoints.filter(enabled=True, healthy=True).exists()
+
+
 def plan_payment_options_grouped(plan: Plan) -> list[dict]:
     """Where a plan can be paid, grouped by network: exactly the options checkout accepts
-    (billing.services.checkout.plan_payment_options: the plan's own token first, then the same asset on
-    the provider's other networks that have an enabled contract), with the amount per option."""
-    from billing.services.checkout import plan_payment_options
-
+    (`plan_payment_options`: the plan's own token first, then the same asset on the provider's other
+    networks that have an enabled contract), with the amount per option."""
     grouped: dict[int, dict] = {}
     for option in plan_payment_options(plan):
         network = option.network

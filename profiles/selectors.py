@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from profiles.models import Wallet
+from profiles.models import QuotaGrant, Wallet
 
 
 def wallets_for_user(*, user) -> QuerySet[Wallet]:
@@ -14,3 +14,8 @@ def wallets_for_user(*, user) -> QuerySet[Wallet]:
 def wallet_primary_for_user(*, user) -> Wallet | None:
     """The confirmed wallet shown in me/settings: the primary one (the last linked)."""
     return Wallet.objects.filter(user=user, is_primary=True).first()
+
+
+def quota_grant_for_user(*, user_id: int) -> QuotaGrant | None:
+    """The quota the user's subscription granted (written by the billing.subscription.* receiver), if any."""
+    return QuotaGrant.objects.filter(user_id=user_id).first()

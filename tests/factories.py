@@ -12,7 +12,7 @@ from django.utils import timezone
 from eth_utils import to_checksum_address
 
 from billing import models as m
-from billing.services.demo import MINIMAL_PASS_ABI
+from billing.demo.seed import MINIMAL_PASS_ABI
 from notifications.models import Notification
 from profiles.models import ProcessedQuotaEvent, QuotaGrant, SiweNonce, Wallet
 

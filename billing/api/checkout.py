@@ -12,7 +12,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from billing.models import PaymentTransaction
-from billing.services.checkout import CheckoutError, checkout_create
+from billing.services.checkout import checkout_create
 from billing.services.idempotency import (
     idempotency_claim,
     idempotency_complete,
@@ -21,6 +21,7 @@ from billing.services.idempotency import (
 )
 from billing.services.receipts import SubmitError, transaction_submit
 from billing_project.api_errors import ApiError, error_body
+from billing_project.errors import ServiceError
 
 log = structlog.get_logger(__name__)
 
@@ -203,7 +204,7 @@ class CheckoutCreateView(APIView):
                 token_symbol=data.get("token"),
                 periods=data.get("periods", 1),
             )
-        except CheckoutError as exc:
+        except ServiceError as exc:
             fields = {exc.field: [exc.message]} if exc.field else {}
             return exc.status, error_body(exc.code, exc.message, fields), None
         return 201, CheckoutSerializer(_load(request.user, tx.public_id)).data, tx.pk

@@ -5,7 +5,6 @@ the adapter cannot build the payload, nothing is written."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -17,90 +16,18 @@ from eth_utils import is_address, is_checksum_address, to_checksum_address
 
 from billing.adapters.base import CheckoutPayload, CheckoutRequest
 from billing.adapters.registry import get_adapter
+from billing.amounts import AmountOverflow
 from billing.fields import UINT256_MAX
-from billing.models import CryptoConfig, Network, PaymentContract, PaymentTransaction, Plan, Token, TxStatus
+from billing.models import CryptoConfig, PaymentTransaction, Plan, TxStatus
+from billing.selectors import PaymentOption, network_is_healthy, plan_payment_options
 from billing.services.ledger import transaction_record_created
+from billing_project.errors import ServiceError
 
 log = structlog.get_logger(__name__)
 
 
-class CheckoutError(Exception):
-    def __init__(self, code: str, message: str, *, field: str | None = None, status: int = 400):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.field = field
-        self.status = status
-
-
-@dataclass(frozen=True)
-class PaymentOption:
-    network: Network
-    token: Token
-    contract: PaymentContract
-    amount: int | None  # per period, smallest unit of `token`; None: the conversion overflows uint256
-
-
-class AmountOverflow(CheckoutError):
-    """The amount does not fit the contract's uint256 (a conversion to more decimals, or many periods)."""
-
-    def __init__(self, message: str, *, field: str | None = "plan"):
-        super().__init__("amount_overflow", message, field=field, status=400)
-
-
-def _scale(amount: int, from_decimals: int, to_decimals: int) -> int:
-    """`amount` in a token of `from_decimals` expressed in one of `to_decimals`, in integers only.
-
-    To more decimals: exact (amount * 10^k). To fewer: rounded up, so the operator is never short, by less
-    than one unit of the target token (the quotient, plus one when there is a remainder). A result above
-    2^256 - 1 (what the contract takes) raises AmountOverflow instead of reaching the quote."""
-    if amount < 0 or from_decimals < 0 or to_decimals < 0:
-        raise ValueError("amounts and decimals are never negative")
-    if to_decimals >= from_decimals:
-        scaled = amount * 10 ** (to_decimals - from_decimals)
-    else:
-        q, r = divmod(amount, 10 ** (from_decimals - to_decimals))
-        scaled = q + (1 if r else 0)  # never undercharge
-    if scaled > UINT256_MAX:
-        raise AmountOverflow(
-            f"{amount} at {from_decimals} decimals is more than a uint256 at {to_decimals} decimals (2^256 - 1)."
-        )
-    return scaled
-
-
-def plan_payment_options(plan: Plan) -> list[PaymentOption]:
-    """Where a plan can be paid: its own token on its contract first, then the same asset (same symbol)
-    on the other networks of its provider that have an enabled contract, in fallback order."""
-    options = [PaymentOption(plan.contract.network, plan.price_token, plan.contract, plan.price_amount)]
-    provider = plan.provider
-    fallback = {n.pk: i for i, n in enumerate(CryptoConfig.load().fallback_order())}
-    tokens = (
-        provider.supported_tokens.filter(symbol=plan.price_token.symbol, enabled=True, network__enabled=True)
-        .exclude(pk=plan.price_token_id)
-        .select_related("network")
-    )
-    provider_networks = set(provider.networks.values_list("pk", flat=True))
-    for token in sorted(tokens, key=lambda t: (fallback.get(t.network_id, 10**6), t.network.slug)):
-        if token.network_id not in provider_networks:
-            continue
-        contract = (
-            PaymentContract.objects.filter(network=token.network, enabled=True)
-            .exclude(address="")
-            .order_by("pk")
-            .first()
-        )
-        if contract is None:
-            continue
-        try:
-            amount = _scale(plan.price_amount, plan.price_token.decimals, token.decimals)
-        except AmountOverflow:
-            amount = None  # listed nowhere; checkout asked for it explicitly says why
-        options.append(PaymentOption(token.network, token, contract, amount))
-    return options
-
-
-def network_is_healthy(network: Network) -> bool:
-    return network.rpc_endpoints.filter(enabled=True, healthy=True).exists()
+class CheckoutError(ServiceError):
+    """A checkout request refused (code, message, HTTP status, field)."""
 
 
 def _choose_option(

@@ -17,6 +17,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from billing import signing
+from billing.dispatch import enqueue_on_commit
 from billing.models import DeliveryAttempt, OutboxDelivery, OutboxEvent
 from billing.retry import backoff_seconds
 from billing_project.logging import error_text
@@ -46,13 +47,7 @@ def outbox_emit(*, topic: str, payload: dict, aggregate_type: str = "", aggregat
     )
     ids = [d.pk for d in deliveries]
 
-    def kick() -> None:
-        from billing.tasks import outbox_deliver
-
-        for pk in ids:
-            outbox_deliver.delay(pk)
-
-    transaction.on_commit(kick)
+    enqueue_on_commit("billing.tasks.outbox_deliver", *((pk,) for pk in ids))
     log.info("outbox.emitted", topic=topic, event_id=str(event.event_id), deliveries=len(ids))
     return event
 
@@ -177,12 +172,5 @@ def outbox_delivery_replay(*, delivery: OutboxDelivery, actor: str) -> OutboxDel
     locked.next_attempt_at = timezone.now()
     locked.save()
     log.info("outbox.replayed", delivery_id=locked.pk, actor=actor)
-    pk = locked.pk
-
-    def kick() -> None:
-        from billing.tasks import outbox_deliver
-
-        outbox_deliver.delay(pk)
-
-    transaction.on_commit(kick)
+    enqueue_on_commit("billing.tasks.outbox_deliver", (locked.pk,))
     return locked

@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing.chain.confirmation import applicable_block
+from billing.dispatch import enqueue_on_commit
 from billing.models import PaymentTransaction, TxStatus
 from billing.services.chain_sync import observed_from_raw
 from billing.services.ledger import transaction_set_status
@@ -55,14 +56,7 @@ def transaction_submit(*, tx: PaymentTransaction, tx_hash: str, actor: str) -> P
             fields={"tx_hash": tx_hash, "failure_reason": ""},
             details={"tx_hash": tx_hash},
         )
-        pk = locked.pk
-
-        def kick() -> None:
-            from billing.tasks import transaction_track_receipt
-
-            transaction_track_receipt.apply_async((pk,), countdown=2)
-
-        transaction.on_commit(kick)
+        enqueue_on_commit("billing.tasks.transaction_track_receipt", (locked.pk,), countdown=2)
         return locked
     raise SubmitError(
         "invalid_state", f"The transaction is {locked.status}; a hash can no longer be reported.", status=409

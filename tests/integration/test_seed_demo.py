@@ -16,6 +16,7 @@ from django.utils import timezone
 from eth_utils import is_checksum_address
 from rest_framework.authtoken.models import Token as ApiToken
 
+from billing.demo import seed as demo
 from billing.fields import UINT256_MAX
 from billing.models import (
     ChainEvent,
@@ -35,7 +36,6 @@ from billing.models import (
     can_transition,
 )
 from billing.roles import BILLING_ADMIN, SUPPORT
-from billing.services import demo
 
 pytestmark = pytest.mark.django_db
 

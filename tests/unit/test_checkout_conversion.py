@@ -1,4 +1,4 @@
-"""billing.services.checkout._scale: a plan priced in one token, paid in another of other decimals (a
+"""billing.amounts.scale_amount: a plan priced in one token, paid in another of other decimals (a
 network fallback). Exact to more decimals; to fewer, rounded up by less than one unit of the target (the
 operator is never short); above 2^256 - 1 refused with AmountOverflow. Checked against Fraction arithmetic."""
 
@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from billing.services.checkout import AmountOverflow, _scale
+from billing.amounts import AmountOverflow
+from billing.amounts import scale_amount as _scale
 
 UINT256_MAX = 2**256 - 1
 

@@ -17,7 +17,7 @@ from rest_framework.authtoken.models import Token as ApiToken
 from web3 import Web3
 
 from billing.roles import BILLING_ADMIN
-from profiles.models import QuotaGrant
+from profiles.selectors import quota_grant_for_user
 
 # anvil's public development mnemonic: every anvil funds these accounts.
 ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
@@ -208,5 +208,5 @@ class Command(BaseCommand):
         return None
 
     def _quota(self, user_id: int, plan: str):
-        grant = QuotaGrant.objects.filter(user_id=user_id).first()
+        grant = quota_grant_for_user(user_id=user_id)
         return grant is not None and grant.plan_slug == plan

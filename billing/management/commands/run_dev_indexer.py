@@ -5,8 +5,8 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from billing.chain.rpc import ChainClient, RpcError
+from billing.devtools.dev_indexer import DevIndexer
 from billing.models import Network
-from billing.services.dev_indexer import DevIndexer
 
 
 class Command(BaseCommand):

@@ -6,7 +6,8 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from billing.services.demo import DEMO_USERS, demo_seed
+from billing.demo import demo_seed
+from billing.demo.seed import DEMO_USERS
 
 
 class Command(BaseCommand):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from billing.chain.rpc import ChainClient
+from billing.devtools.dev_indexer import DevIndexer
 from billing.models import InboundEvent, PaymentTransaction, TxStatus
-from billing.services.dev_indexer import DevIndexer
 from billing.services.webhooks import inbound_event_process
 from tests.integration.lifecycle.conftest import PAYERS, send_steps
 

@@ -12,8 +12,8 @@ from web3 import Web3
 
 from billing import selectors as billing_selectors
 from billing.chain.artifacts import deploy_artifact, transact
+from billing.demo.seed import MINIMAL_PASS_ABI
 from billing.models import Network, PaymentContract, RpcEndpoint, Token
-from billing.services.demo import MINIMAL_PASS_ABI
 from overview import selectors
 from tests.anvil import ANVIL_KEYS
 from tests.conftest import token_client

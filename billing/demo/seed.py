@@ -974,14 +974,3 @@ def _ensure_subscriptions(user_ids: list[int], now: datetime, report: SeedReport
         batch_size=batch_size,
     )
     report.add("subscriptions", len(subs))
-
-
-def demo_seed(*, transactions: int = 0, history_days: int = 0, progress: bool = False) -> SeedReport:
-    from billing.services.demo_history import demo_history_seed_days
-
-    report = SeedReport()
-    demo_users_seed(report=report)
-    demo_catalog_seed(report=report)
-    demo_history_seed(transactions=transactions, report=report, progress=progress)
-    demo_history_seed_days(days=history_days, report=report)
-    return report

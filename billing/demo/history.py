@@ -28,19 +28,7 @@ from django.db import transaction
 from django.utils import timezone
 from eth_utils import to_checksum_address
 
-from billing.models import (
-    ChainEvent,
-    Interval,
-    OperatorTransaction,
-    OutboxDelivery,
-    OutboxEvent,
-    PaymentTransaction,
-    Subscription,
-    SubscriptionStatus,
-    TransactionStatusChange,
-    TxStatus,
-)
-from billing.services.demo import (
+from billing.demo.seed import (
     BLOCK_BASE,
     FAILURE_REASONS,
     GAS_PRICE_WEI,
@@ -52,6 +40,18 @@ from billing.services.demo import (
     _eth_usd,
     _explicit_timestamps,
     _hex32,
+)
+from billing.models import (
+    ChainEvent,
+    Interval,
+    OperatorTransaction,
+    OutboxDelivery,
+    OutboxEvent,
+    PaymentTransaction,
+    Subscription,
+    SubscriptionStatus,
+    TransactionStatusChange,
+    TxStatus,
 )
 
 HISTORY_KEY = "demo_history"
