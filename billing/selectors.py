@@ -415,3 +415,151 @@ def analytics_plans_queryset() -> QuerySet[Plan]:
 
 def analytics_tokens_queryset() -> QuerySet[Token]:
     return Token.objects.order_by()
+
+
+def rpc_endpoints_for_readiness() -> dict[str, list[RpcEndpoint]]:
+    """Enabled networks (by slug) with their enabled endpoints by position: what /readyz judges."""
+    networks = Network.objects.filter(enabled=True).prefetch_related(
+        Prefetch(
+            "rpc_endpoints",
+            queryset=RpcEndpoint.objects.filter(enabled=True)
+            .order_by("position", "id")
+            .only("id", "network_id", "position", "healthy", "consecutive_failures"),
+        )
+    )
+    return {n.slug: list(n.rpc_endpoints.all()) for n in networks.order_by("slug")}
+
+
+# --- scrape-time gauges (billing.metrics.DatabaseCollector) ---------------------------------------------
+
+METRICS_STATEMENT_TIMEOUT_MS = 2000
+METRICS_OPEN_STATUSES = (TxStatus.PENDING, TxStatus.SUBMITTED, TxStatus.NEEDS_REVIEW, TxStatus.UNMATCHED)
+METRICS_OPERATOR_STATES = (
+    OperatorTransaction.Status.NEW,
+    OperatorTransaction.Status.PENDING,
+    OperatorTransaction.Status.REVERTED,
+    OperatorTransaction.Status.FAILED,
+)
+
+
+def _age(now: datetime, since: datetime | None) -> float:
+    return max((now - since).total_seconds(), 0.0) if since else 0.0
+
+
+def metrics_snapshot() -> dict:
+    """Everything the scrape-time gauges show, in eight small statements inside one read-only transaction
+    with a statement timeout. Each one filters on an indexed status (open payments, live subscriptions,
+    undelivered outbox rows, unprocessed webhooks, unmined operator transactions) or reads a table of
+    configuration size (cursors, endpoints, networks); none scans the ledger. Every known status/kind gets
+    a series, zeros included, so alert expressions never see a series appear out of nothing."""
+    from django.conf import settings
+    from django.db import connection, transaction
+    from django.db.models import BooleanField, Count, ExpressionWrapper, Min, Q
+    from django.db.models.functions import Coalesce
+
+    from billing.models import ChainCursor
+
+    now = timezone.now()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT current_setting('statement_timeout'), set_config('statement_timeout', %s, true)",
+            [str(METRICS_STATEMENT_TIMEOUT_MS)],
+        )
+        previous_timeout = cursor.fetchone()[0]
+
+        networks = list(Network.objects.order_by("slug").values_list("slug", flat=True))
+        subscriptions = list(
+            Subscription.objects.filter(status__in=LIVE_SUBSCRIPTION_STATUSES)
+            .values_list("plan__slug", "status")
+            .annotate(n=Count("id"))
+            .order_by("plan__slug", "status")
+        )
+
+        open_counts = {(s, n): 0 for s in METRICS_OPEN_STATUSES for n in networks}
+        oldest: dict[str, datetime | None] = dict.fromkeys(METRICS_OPEN_STATUSES)
+        for status, network, count, created, submitted, updated in (
+            PaymentTransaction.objects.filter(status__in=METRICS_OPEN_STATUSES)
+            .values_list("status", "network__slug")
+            .annotate(
+                n=Count("id"), created=Min("created_at"), submitted=Min("submitted_at"), updated=Min("updated_at")
+            )
+            .order_by()
+        ):
+            open_counts[(status, network)] = count
+            since = {TxStatus.PENDING: created, TxStatus.SUBMITTED: submitted or created}.get(status, updated)
+            if since is not None and (oldest[status] is None or since < oldest[status]):
+                oldest[status] = since
+
+        subscribers = {name for topic in settings.BILLING_OUTBOX_INTERNAL_SUBSCRIBERS.values() for name in topic}
+        subscribers |= {s.get("name", "") for s in settings.BILLING_EXTERNAL_SUBSCRIBERS if s.get("name")}
+        outbox = {(status, name): 0 for status in ("pending", "dead") for name in subscribers}
+        outbox_due: datetime | None = None
+        for status, subscriber, count, due in (
+            OutboxDelivery.objects.filter(status__in=[OutboxDelivery.Status.PENDING, OutboxDelivery.Status.DEAD])
+            .values_list("status", "subscriber")
+            .annotate(n=Count("id"), due=Min("next_attempt_at"))
+            .order_by()
+        ):
+            outbox[(status, subscriber)] = count
+            if status == OutboxDelivery.Status.PENDING and due is not None and (outbox_due is None or due < outbox_due):
+                outbox_due = due
+
+        contracts = list(PaymentContract.objects.order_by("slug").values_list("slug", flat=True))
+        inbound = dict.fromkeys(contracts, 0)
+        inbound_due: datetime | None = None
+        for slug, count, due in (
+            InboundEvent.objects.filter(status=InboundEvent.Status.RECEIVED)
+            .values_list("contract__slug")
+            .annotate(n=Count("id"), due=Min(Coalesce("next_attempt_at", "received_at")))
+            .order_by()
+        ):
+            inbound[slug] = count
+            if due is not None and (inbound_due is None or due < inbound_due):
+                inbound_due = due
+
+        operator = {(k, s): 0 for k in OperatorTransaction.Kind.values for s in METRICS_OPERATOR_STATES}
+        operator_pending: datetime | None = None
+        for kind, status, count, sent in (
+            OperatorTransaction.objects.filter(status__in=METRICS_OPERATOR_STATES)
+            .values_list("kind", "status")
+            .annotate(n=Count("id"), sent=Min(Coalesce("last_sent_at", "created_at")))
+            .order_by()
+        ):
+            operator[(kind, status)] = count
+            if status == OperatorTransaction.Status.PENDING and (operator_pending is None or sent < operator_pending):
+                operator_pending = sent
+
+        cursors = [
+            {
+                "contract": slug,
+                "last_block": last_block,
+                "age": _age(now, run_at) if run_at else None,
+                "failing": failing,
+            }
+            for slug, last_block, run_at, failing in ChainCursor.objects.annotate(
+                failing=ExpressionWrapper(~Q(last_error=""), output_field=BooleanField())
+            )
+            .values_list("contract__slug", "last_block", "last_run_at", "failing")
+            .order_by("contract__slug")
+        ]
+        endpoints = [
+            {"network": network, "endpoint": str(pk), "healthy": healthy}
+            for network, pk, healthy in RpcEndpoint.objects.filter(enabled=True, network__enabled=True)
+            .values_list("network__slug", "pk", "healthy")
+            .order_by("network__slug", "position", "pk")
+        ]
+        cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous_timeout])
+
+    return {
+        "subscriptions": subscriptions,
+        "open_transactions": [(s, n, c) for (s, n), c in sorted(open_counts.items())],
+        "oldest_transactions": [(s, _age(now, oldest[s])) for s in METRICS_OPEN_STATUSES],
+        "outbox": [(s, n, c) for (s, n), c in sorted(outbox.items())],
+        "outbox_oldest_due": _age(now, outbox_due),
+        "inbound_backlog": sorted(inbound.items()),
+        "inbound_oldest_due": _age(now, inbound_due),
+        "operator_txs": [(k, s, c) for (k, s), c in sorted(operator.items())],
+        "operator_oldest_pending": _age(now, operator_pending),
+        "cursors": cursors,
+        "endpoints": endpoints,
+    }

@@ -1,10 +1,16 @@
-"""Liveness and readiness probes."""
+"""Liveness and readiness probes, and the Prometheus scrape endpoint."""
 
 from __future__ import annotations
 
+import hmac
+import os
+
+import structlog
 from django.conf import settings
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
+
+log = structlog.get_logger(__name__)
 
 
 def healthz(request):
@@ -31,29 +37,93 @@ def _check_broker() -> tuple[bool, str]:
         return False, type(exc).__name__
 
 
-def _check_networks() -> tuple[bool, dict]:
-    from billing.models import Network
+def _check_networks() -> tuple[bool, bool, dict]:
+    """-> (every enabled network has a healthy endpoint, some enabled endpoint is unhealthy, detail).
 
-    detail = {}
+    Endpoints are named by id and position only: their URLs carry provider keys."""
+    from billing.selectors import rpc_endpoints_for_readiness
+
+    detail: dict[str, dict] = {}
     ok = True
-    for network in Network.objects.filter(enabled=True).prefetch_related("rpc_endpoints"):
-        healthy = [e for e in network.rpc_endpoints.all() if e.enabled and e.healthy]
-        detail[network.slug] = {"healthy_endpoints": len(healthy)}
+    degraded = False
+    for network_slug, endpoints in rpc_endpoints_for_readiness().items():
+        healthy = [e for e in endpoints if e.healthy]
+        down = [e for e in endpoints if not e.healthy]
+        detail[network_slug] = {
+            "healthy_endpoints": len(healthy),
+            "endpoints": len(endpoints),
+            "down": [
+                {"id": e.pk, "position": e.position, "consecutive_failures": e.consecutive_failures} for e in down
+            ],
+        }
         ok = ok and bool(healthy)
-    return ok, detail
+        degraded = degraded or bool(down)
+    return ok, degraded, detail
 
 
 def readyz(request):
+    """ready (200): everything answers. degraded (200): serving, but some RPC endpoint is down (its network
+    still has a healthy one; the client fails over). not_ready (503): the database or the broker does not
+    answer, or an enabled network has no healthy endpoint at all."""
     db_ok, db_err = _check_database()
     broker_ok, broker_err = _check_broker()
-    networks_ok, networks = _check_networks() if db_ok else (False, {})
+    if db_ok:
+        try:
+            networks_ok, degraded, networks = _check_networks()
+        except Exception as exc:  # a database that fails between the two checks is a database that is down
+            db_ok, db_err = False, type(exc).__name__
+            networks_ok, degraded, networks = False, False, {}
+    else:
+        networks_ok, degraded, networks = False, False, {}
     ready = db_ok and broker_ok and networks_ok
+    status = ("degraded" if degraded else "ready") if ready else "not_ready"
     body = {
-        "status": "ready" if ready else "not_ready",
+        "status": status,
         "checks": {
             "database": {"ok": db_ok, "error": db_err},
             "broker": {"ok": broker_ok, "error": broker_err, "transport": settings.CELERY_BROKER_URL.split(":")[0]},
-            "networks": {"ok": networks_ok, "detail": networks},
+            "networks": {"ok": networks_ok, "degraded": degraded, "detail": networks},
         },
     }
     return JsonResponse(body, status=200 if ready else 503)
+
+
+# --- /metrics ------------------------------------------------------------------------------------------
+
+
+def _bearer_ok(request) -> bool:
+    expected = settings.METRICS_BEARER_TOKEN
+    if not expected:
+        return True
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        return False
+    # Constant time: how many leading characters matched must not show in the answer time.
+    return hmac.compare_digest(given.strip().encode(), expected.encode())
+
+
+def metrics(request):
+    """Prometheus text format. In multiprocess mode (PROMETHEUS_MULTIPROC_DIR: gunicorn workers and Celery
+    workers write their counters there) the files of every process are added up; the gauges read from the
+    database are computed now, by billing.metrics.DatabaseCollector."""
+    if not _bearer_ok(request):
+        response = JsonResponse(
+            {"error": {"code": "unauthorized", "message": "Send Authorization: Bearer <METRICS_BEARER_TOKEN>."}},
+            status=401,
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    import prometheus_client
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+
+    from billing.metrics import DatabaseCollector
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        body = generate_latest(registry)
+    else:
+        body = generate_latest(prometheus_client.REGISTRY)
+    database = CollectorRegistry()
+    database.register(DatabaseCollector())
+    return HttpResponse(body + generate_latest(database), content_type=CONTENT_TYPE_LATEST)
