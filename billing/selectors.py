@@ -430,7 +430,7 @@ def rpc_endpoints_for_readiness() -> dict[str, list[RpcEndpoint]]:
     return {n.slug: list(n.rpc_endpoints.all()) for n in networks.order_by("slug")}
 
 
-# --- scrape-time gauges (billing.metrics.DatabaseCollector) ---------------------------------------------
+# --- scrape-time gauges (billing.metrics_db.DatabaseCollector) ---------------------------------------------
 
 METRICS_STATEMENT_TIMEOUT_MS = 2000
 METRICS_OPEN_STATUSES = (TxStatus.PENDING, TxStatus.SUBMITTED, TxStatus.NEEDS_REVIEW, TxStatus.UNMATCHED)

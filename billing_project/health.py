@@ -116,7 +116,7 @@ def metrics(request):
     import prometheus_client
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
-    from billing.metrics import DatabaseCollector
+    from billing.metrics_db import DatabaseCollector
 
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
