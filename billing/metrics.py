@@ -6,8 +6,8 @@ Two kinds:
   multiprocess mode (PROMETHEUS_MULTIPROC_DIR, one folder for every process `make run` starts): `/metrics`
   adds up the files of all of them. Every gauge therefore names its multiprocess_mode.
 - Gauges read from the database when `/metrics` is scraped (billing.metrics_db.DatabaseCollector): small
-  indexed counts and GROUP BYs over small sets (open payments, live subscriptions, undelivered outbox rows, cursors, endpoints),
-  never a scan of the ledger; one short transaction with a statement timeout.
+  indexed counts and GROUP BYs over small sets (open payments, live subscriptions, undelivered outbox rows,
+  cursors, endpoints), never a scan of the ledger; one short transaction with a statement timeout.
 
 Labels never carry an RPC URL (provider keys live in URLs): an endpoint is its RpcEndpoint id, or
 "fallback" for a contract's fallback_rpc. Metric names and labels: docs/runtime.md#metrics.
