@@ -212,7 +212,7 @@ def _broadcast(client: ChainClient, raw: str, tx_hash: str) -> str:
     return tx_hash
 
 
-def send_transaction(
+def prepare_transaction(
     *,
     client: ChainClient,
     to: str,
@@ -223,11 +223,10 @@ def send_transaction(
     max_priority_fee_per_gas: int | None = None,
     config=None,
 ) -> SentTx:
-    """Sign and broadcast one operator transaction. Fees default to suggest_fees(); explicit fees are
-    still held to the cap. Does not wait for it to be mined: see wait_or_replace."""
+    """Everything of one operator transaction but its nonce (-1): fees (suggest_fees() unless given, always
+    held to the cap) and gas (estimated with a margin; a call that would revert is refused here)."""
     account = operator_account()
     cap = _gas_cap(config)
-    chain_id = client.chain_id_expected
     to = to_checksum_address(to)
     data_hex = data if isinstance(data, str) else "0x" + bytes(data).hex()
     if max_fee_per_gas is None or max_priority_fee_per_gas is None:
@@ -244,29 +243,88 @@ def send_transaction(
             "eth_estimateGas", [{"from": account.address, "to": to, "data": data_hex, "value": hex(value)}]
         )
         gas = int(estimate, 16) * (100 + GAS_MARGIN_PERCENT) // 100
+    return SentTx(
+        tx_hash="",
+        nonce=-1,
+        max_fee_per_gas=max_fee_per_gas,
+        max_priority_fee_per_gas=max_priority_fee_per_gas,
+        sender=account.address,
+        to=to,
+        data=data_hex,
+        value=value,
+        gas=gas,
+        chain_id=client.chain_id_expected,
+    )
 
+
+def reserve_nonce(client: ChainClient, sent: SentTx, *, floor: int = 0) -> int:
+    """The next nonce of the sender: the larger of the chain's pending count, this process's memory and
+    `floor` (what the caller's own records already hold). Takes the per-address advisory lock, so it must
+    run inside the transaction that records the nonce; the lock goes with that transaction."""
+    _lock_nonce(sent.chain_id, sent.sender)
+    return max(_next_nonce(client, sent.chain_id, sent.sender), floor)
+
+
+def remember_broadcast(sent: SentTx) -> None:
+    """A node accepted `sent`: this process hands out the next nonce even if a lagging node does not count it."""
+    _remember_nonce(sent.chain_id, sent.sender, sent.nonce + 1)
+
+
+def sign_transaction(sent: SentTx) -> tuple[SentTx, str]:
+    """Sign `sent` (its nonce and fees as they are) with the operator key: (the version with its hash
+    appended to `hashes`, the raw bytes as hex). Signing is deterministic (RFC 6979): the same fields give
+    the same bytes and hash, so a row that holds them can be broadcast again after a crash."""
+    account = operator_account()
+    if account.address.lower() != sent.sender.lower():
+        raise SenderError("The operator key changed since this transaction was prepared; cannot sign it.")
+    raw, tx_hash = _sign(account, sent)
+    hashes = sent.hashes if tx_hash in sent.hashes else (*sent.hashes, tx_hash)
+    return replace(sent, tx_hash=tx_hash, hashes=hashes), raw
+
+
+def broadcast(client: ChainClient, raw: str, tx_hash: str) -> str:
+    """eth_sendRawTransaction; a node that already has these bytes counts as accepted. A JsonRpcError is a
+    refusal by the node; any other error (timeout, connection) leaves it unknown whether the node got it."""
+    return _broadcast(client, raw, tx_hash)
+
+
+def send_transaction(
+    *,
+    client: ChainClient,
+    to: str,
+    data: str | bytes = "0x",
+    value: int = 0,
+    gas: int | None = None,
+    max_fee_per_gas: int | None = None,
+    max_priority_fee_per_gas: int | None = None,
+    config=None,
+) -> SentTx:
+    """Sign and broadcast one operator transaction, holding the nonce lock through the broadcast (no row:
+    billing.services.operator_txs.operator_tx_send is the path that records one first). Fees default to
+    suggest_fees(); explicit fees are still held to the cap. Does not wait for it to be mined: see
+    wait_or_replace."""
+    account = operator_account()
+    prepared = prepare_transaction(
+        client=client,
+        to=to,
+        data=data,
+        value=value,
+        gas=gas,
+        max_fee_per_gas=max_fee_per_gas,
+        max_priority_fee_per_gas=max_priority_fee_per_gas,
+        config=config,
+    )
+    chain_id = prepared.chain_id
     for _attempt in range(3):
         with transaction.atomic():
             _lock_nonce(chain_id, account.address)
             nonce = _next_nonce(client, chain_id, account.address)
-            sent = SentTx(
-                tx_hash="",
-                nonce=nonce,
-                max_fee_per_gas=max_fee_per_gas,
-                max_priority_fee_per_gas=max_priority_fee_per_gas,
-                sender=account.address,
-                to=to,
-                data=data_hex,
-                value=value,
-                gas=gas,
-                chain_id=chain_id,
-            )
+            sent = replace(prepared, nonce=nonce)
             raw, tx_hash = _sign(account, sent)
             try:
                 _broadcast(client, raw, tx_hash)
             except JsonRpcError as exc:
-                text = str(exc).lower()
-                if "nonce too low" in text or "replacement transaction underpriced" in text:
+                if nonce_in_use(exc):
                     # Our view of the nonce was stale (lagging node, or the key used elsewhere): move on.
                     _remember_nonce(chain_id, account.address, nonce + 1)
                     logger.warning("operator_tx_nonce_in_use", nonce=nonce, chain_id=chain_id, error=str(exc))
@@ -278,13 +336,19 @@ def send_transaction(
             chain_id=chain_id,
             tx_hash=tx_hash,
             nonce=nonce,
-            to=to,
+            to=sent.to,
             value=str(value),
-            max_fee_per_gas=str(max_fee_per_gas),
-            max_priority_fee_per_gas=str(max_priority_fee_per_gas),
+            max_fee_per_gas=str(sent.max_fee_per_gas),
+            max_priority_fee_per_gas=str(sent.max_priority_fee_per_gas),
         )
         return replace(sent, tx_hash=tx_hash, hashes=(tx_hash,))
     raise SenderError(f"No free nonce for {account.address} on chain {chain_id} after 3 tries.")
+
+
+def nonce_in_use(exc: Exception) -> bool:
+    """The node refused the nonce: a transaction with it was mined or is pending (sent by someone else)."""
+    text = str(exc).lower()
+    return "nonce too low" in text or "replacement transaction underpriced" in text
 
 
 # --- waiting and replacing -----------------------------------------------------------------------------
@@ -430,9 +494,15 @@ __all__ = [
     "SenderError",
     "SentTx",
     "TxNotMined",
+    "broadcast",
+    "nonce_in_use",
     "operator_account",
+    "prepare_transaction",
     "replace_once",
+    "remember_broadcast",
+    "reserve_nonce",
     "send_transaction",
+    "sign_transaction",
     "find_receipt",
     "suggest_fees",
     "wait_or_replace",

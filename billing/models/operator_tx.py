@@ -61,8 +61,9 @@ class OperatorTransaction(models.Model):
         ordering = ["-created_at", "-id"]
         constraints = [
             models.UniqueConstraint(
+                # A `failed` row never reached a node: its nonce is free for the next transaction.
                 fields=["chain_id", "sender", "nonce"],
-                condition=models.Q(nonce__isnull=False),
+                condition=models.Q(nonce__isnull=False) & ~models.Q(status="failed"),
                 name="operator_tx_unique_nonce",
             ),
             models.CheckConstraint(

@@ -24,8 +24,14 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.models import Q
 
-from billing.models import InboundEvent, OutboxDelivery, PaymentTransaction, TxStatus, can_transition
-from billing_project.logging import mask_url
+from billing.models import (
+    InboundEvent,
+    OperatorTransaction,
+    OutboxDelivery,
+    PaymentTransaction,
+    TxStatus,
+    can_transition,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -113,50 +119,78 @@ def transaction_refund(*, tx: PaymentTransaction, actor, reason: str) -> ActionR
     `refunded` when the chain shows the refund event (the chain is the truth), so here only
     `refund_tx_hash` is recorded. Without the sender module, or without an operator key, the request is
     validated and recorded as an audit entry (actor and reason), and the answer says nothing was sent.
+
+    Runs outside any transaction: the operator transaction row is committed (with the payment locked and
+    checked) before anything is signed or broadcast, so a crash or a timeout after the broadcast leaves a
+    row the sweep settles (billing.services.operator_txs).
     """
-    with acting_user(actor), transaction.atomic():
+    with acting_user(actor), transaction.atomic(durable=True):
         locked = PaymentTransaction.objects.select_for_update().select_related("contract__network").get(pk=tx.pk)
         if not can_transition(locked.status, TxStatus.REFUNDED):
             raise OperatorActionError("refund_not_allowed", f"A {locked.status} transaction cannot be refunded.")
-        if locked.refund_tx_hash:
+        in_flight = locked.operator_transactions.filter(
+            kind=OperatorTransaction.Kind.REFUND,
+            status__in=[OperatorTransaction.Status.NEW, OperatorTransaction.Status.PENDING],
+        ).exists()
+        if locked.refund_tx_hash or in_flight:
             raise OperatorActionError("refund_in_flight", "A refund transaction was already sent for this payment.")
         calldata = _refund_calldata(locked)
         details = {"reason": reason, "actor": _actor_label(actor), "status": locked.status}
         try:
             sender = importlib.import_module("billing.chain.sender")
-            from billing.chain.rpc import ChainClient
-
             sender.operator_account()
         except (ImportError, ImproperlyConfigured) as exc:
             _audit_note(instance=locked, actor=actor, note="refund_requested", details=details)
             log.info("operator.refund_requested", transaction_id=locked.pk, tx_hash=locked.tx_hash, user_id=actor.pk)
             why = "no operator key is configured" if isinstance(exc, ImproperlyConfigured) else "no operator sender"
             return ActionResult("refund_requested", f"Recorded, not sent: {why}.", locked)
-        from billing.services.operator_txs import operator_tx_send
+        from billing.services.operator_txs import operator_tx_create
 
-        client = ChainClient.for_network(locked.contract.network, contract=locked.contract)
-        try:
-            # A row first: a refund stuck in the mempool is re-sent with a higher fee by the beat sweep.
-            sent = operator_tx_send(
-                kind="refund",
-                network=locked.contract.network,
-                to=locked.contract.address,
-                data=calldata,
-                client=client,
-                requested_by=_actor_label(actor),
-                reason=reason,
-                payment=locked,
-            )
-        except Exception as exc:  # the chain refused (cap, nonce, RPC): nothing was sent, say why
-            raise OperatorActionError("refund_failed", f"The refund was not sent: {mask_url(str(exc))[:300]}")
-        refund_tx_hash = sent.tx_hashes[-1]
-        locked.refund_tx_hash = refund_tx_hash
-        locked.save(update_fields=["refund_tx_hash", "updated_at"])
-        _audit_note(
-            instance=locked, actor=actor, note="refund_sent", details={**details, "refund_tx_hash": refund_tx_hash}
+        # The row first (committed with this transaction): the sweep finds it whatever happens next.
+        row = operator_tx_create(
+            kind=OperatorTransaction.Kind.REFUND,
+            network=locked.contract.network,
+            to=locked.contract.address,
+            data=calldata,
+            requested_by=_actor_label(actor),
+            reason=reason,
+            payment=locked,
         )
-    log.info("operator.refund_sent", transaction_id=locked.pk, tx_hash=refund_tx_hash, user_id=actor.pk)
-    return ActionResult("refund_sent", "The refund transaction was sent; the ledger follows the chain.", locked)
+    return _refund_broadcast(tx=locked, row=row, actor=actor, details=details)
+
+
+def _refund_broadcast(*, tx: PaymentTransaction, row, actor, details: dict) -> ActionResult:
+    from billing.chain.rpc import ChainClient
+    from billing.services.operator_txs import OperatorTxRefused, operator_tx_broadcast
+
+    client = ChainClient.for_network(tx.contract.network, contract=tx.contract)
+    with acting_user(actor):
+        try:
+            row = operator_tx_broadcast(row=row, client=client)
+        except OperatorTxRefused as exc:  # the chain refused (cap, revert, nonce, RPC): nothing was sent, say why
+            with transaction.atomic():
+                _audit_note(
+                    instance=tx, actor=actor, note="refund_refused", details={**details, "operator_tx_id": row.pk}
+                )
+            raise OperatorActionError("refund_failed", f"The refund was not sent: {str(exc)[:300]}")
+        refund_tx_hash = row.tx_hashes[-1]
+        with transaction.atomic():
+            _audit_note(
+                instance=tx,
+                actor=actor,
+                note="refund_sent",
+                details={**details, "refund_tx_hash": refund_tx_hash, "operator_tx_id": row.pk},
+            )
+    tx.refresh_from_db()
+    log.info("operator.refund_sent", transaction_id=tx.pk, tx_hash=refund_tx_hash, user_id=actor.pk)
+    if row.status == OperatorTransaction.Status.NEW:
+        return ActionResult(
+            "refund_sent",
+            f"The refund {refund_tx_hash} was signed and broadcast, but the node did not confirm receiving it; "
+            "the operator transaction sweep checks it and sends the same transaction again if needed.",
+            tx,
+        )
+    return ActionResult("refund_sent", "The refund transaction was sent; the ledger follows the chain.", tx)
 
 
 def transaction_reprocess(*, tx: PaymentTransaction, actor, reason: str) -> ActionResult:
