@@ -36,7 +36,7 @@ from billing.chain.sender import (
     sign_transaction,
 )
 from billing.models import CryptoConfig, Network, OperatorTransaction, PaymentTransaction
-from billing_project.logging import mask_url
+from billing_project.logging import error_text
 
 log = structlog.get_logger(__name__)
 
@@ -71,7 +71,7 @@ def _sent(row: OperatorTransaction) -> SentTx:
 
 
 def _error_text(exc: Exception) -> str:
-    return mask_url(f"{type(exc).__name__}: {exc}")[:2000]
+    return error_text(exc)
 
 
 def _mark_failed(row: OperatorTransaction, error: str) -> None:
