@@ -22,3 +22,27 @@ class BillingConfig(AppConfig):
         for model in (PaymentContract, Network):
             for signal in (post_save, post_delete):
                 signal.connect(webhook_contracts_forget, sender=model, dispatch_uid=f"webhook_cache_{model.__name__}")
+
+        # Checkout caches plans with their payment options and the networks' health per process (short TTLs);
+        # a save of any row they are made of drops them at once in this process.
+        from django.db.models.signals import m2m_changed
+
+        from billing.models import CryptoConfig, NetworkFallback, PaymentProvider, Plan, RpcEndpoint, Token
+        from billing.services.checkout import checkout_caches_forget
+
+        for model in (
+            Plan,
+            PaymentContract,
+            PaymentProvider,
+            Network,
+            Token,
+            RpcEndpoint,
+            CryptoConfig,
+            NetworkFallback,
+        ):
+            for signal in (post_save, post_delete):
+                signal.connect(checkout_caches_forget, sender=model, dispatch_uid=f"checkout_cache_{model.__name__}")
+        for through in (PaymentProvider.networks.through, PaymentProvider.supported_tokens.through):
+            m2m_changed.connect(
+                checkout_caches_forget, sender=through, dispatch_uid=f"checkout_cache_{through.__name__}"
+            )

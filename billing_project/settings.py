@@ -214,6 +214,10 @@ BILLING_WEBHOOK_SECRET_GRACE = timedelta(hours=env.int("BILLING_WEBHOOK_SECRET_G
 # The webhook request reads its contract (secrets, chain, ABI methods) from a per-process cache this old at
 # most: a secret rotation reaches every web worker within this many seconds (at once in the saving process).
 BILLING_WEBHOOK_CONTRACT_CACHE_SECONDS = env.float("BILLING_WEBHOOK_CONTRACT_CACHE_SECONDS", default=5.0)
+# Checkout reads the plan with its payment options (tokens, contracts, fallback order) and the networks' RPC health
+# from per-process caches this old at most (dropped at once in the process that saves a catalog row).
+BILLING_CHECKOUT_CATALOG_CACHE_SECONDS = env.float("BILLING_CHECKOUT_CATALOG_CACHE_SECONDS", default=5.0)
+BILLING_CHECKOUT_HEALTH_CACHE_SECONDS = env.float("BILLING_CHECKOUT_HEALTH_CACHE_SECONDS", default=2.0)
 # Confirmations younger than this that the chain follower has not passed are checked again (reorgs).
 BILLING_REVERIFY_WINDOW = timedelta(hours=env.int("BILLING_REVERIFY_WINDOW_HOURS", default=24))
 BILLING_LOCAL_CHAIN_RPC = env.str("BILLING_LOCAL_CHAIN_RPC", default="http://127.0.0.1:8545")

@@ -92,8 +92,10 @@ def _fresh_throttle_cache():
     """DRF throttles count in the cache: each test starts with a clean count, whatever ran before it."""
     from django.core.cache import cache
 
+    from billing.services.checkout import checkout_caches_forget
     from billing.services.webhooks import webhook_contracts_forget
 
     cache.clear()
     webhook_contracts_forget()  # per-process contract cache of the webhook request: rows differ per test
+    checkout_caches_forget()  # per-process plan and health caches of checkout: same
     yield

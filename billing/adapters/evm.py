@@ -15,7 +15,7 @@ from billing.adapters.base import (
     WalletStep,
     WebhookVerification,
 )
-from billing.chain.abi import ERC20_ABI, decode_call, encode_call, function_abi, jsonable
+from billing.chain.abi import ERC20_ABI, decode_call, encode_call, jsonable
 from billing.chain.quote import Quote, get_quote_signer, sign_quote, typed_data
 
 
@@ -60,12 +60,11 @@ class EvmProvider(PaymentProviderAdapter):
         signer = get_quote_signer()
         signature = sign_quote(quote, signer=signer, **domain_kwargs)
 
-        abi = list(request.contract_abi or [])
+        abi = request.contract_abi or []
         try:
-            function_abi(abi, request.mint_method)
+            pay_data = encode_call(abi, request.mint_method, [quote.as_abi_tuple(), bytes.fromhex(signature[2:])])
         except ValueError as exc:
             raise InvalidCheckoutRequest(str(exc))
-        pay_data = encode_call(abi, request.mint_method, [quote.as_abi_tuple(), bytes.fromhex(signature[2:])])
         pay_value = quote.amount if quote.is_native else 0
         steps: list[WalletStep] = []
 
@@ -84,7 +83,7 @@ class EvmProvider(PaymentProviderAdapter):
                     value=0,
                     chain_id=chain_id,
                     function="approve",
-                    args=jsonable(decode_call(ERC20_ABI, approve_data)[1]),
+                    args=jsonable(decode_call(ERC20_ABI, approve_data, function="approve")[1]),
                     eip681=link,
                 )
             )
@@ -97,7 +96,7 @@ class EvmProvider(PaymentProviderAdapter):
                 value=pay_value,
                 chain_id=chain_id,
                 function=request.mint_method,
-                args=jsonable(decode_call(abi, pay_data)[1]),
+                args=jsonable(decode_call(abi, pay_data, function=request.mint_method)[1]),
                 eip681=f"ethereum:{contract}@{chain_id}?value={pay_value}",
             )
         )

@@ -13,12 +13,7 @@ from rest_framework.views import APIView
 
 from billing.models import PaymentTransaction
 from billing.services.checkout import checkout_create
-from billing.services.idempotency import (
-    idempotency_claim,
-    idempotency_complete,
-    idempotency_release,
-    request_fingerprint,
-)
+from billing.services.idempotency import idempotent_run, request_fingerprint
 from billing.services.receipts import SubmitError, transaction_submit
 from billing_project.api_errors import ApiError, error_body
 from billing_project.errors import ServiceError
@@ -150,44 +145,29 @@ class CheckoutCreateView(APIView):
                 fields={"Idempotency-Key": ["1-255 characters."]},
             )
         body = request.data if isinstance(request.data, dict) else {}
-        claim = None
-        if key:
-            claim = idempotency_claim(
-                user=request.user,
-                key=key,
-                fingerprint=request_fingerprint(method="POST", path=request.path, body=body),
+        outcome = idempotent_run(
+            user=request.user,
+            key=key,
+            fingerprint=request_fingerprint(method="POST", path=request.path, body=body) if key else "",
+            work=lambda: self._checkout(request, body),
+        )
+        if outcome.refusal == "in_progress":
+            raise ApiError(
+                "idempotency_in_progress",
+                "A request with this Idempotency-Key is still being processed.",
+                status_code=409,
             )
-            if claim.outcome == "replay":
-                log.info(
-                    "checkout.idempotent_replay", user_id=request.user.pk, transaction_id=claim.record.transaction_id
-                )
-                response = Response(claim.record.response_body, status=claim.record.response_status)
-                response["Idempotent-Replayed"] = "true"
-                return response
-            if claim.outcome == "in_progress":
-                raise ApiError(
-                    "idempotency_in_progress",
-                    "A request with this Idempotency-Key is still being processed.",
-                    status_code=409,
-                )
-            if claim.outcome == "mismatch":
-                raise ApiError(
-                    "idempotency_mismatch",
-                    "This Idempotency-Key was used with a different request body.",
-                    status_code=409,
-                )
-        try:
-            status_code, payload, tx_id = self._checkout(request, body)
-        except Exception:
-            if claim:
-                idempotency_release(record=claim.record)
-            raise
-        if claim:
-            if status_code >= 500:
-                idempotency_release(record=claim.record)
-            else:
-                idempotency_complete(record=claim.record, status=status_code, body=payload, transaction_id=tx_id)
-        return Response(payload, status=status_code)
+        if outcome.refusal == "mismatch":
+            raise ApiError(
+                "idempotency_mismatch",
+                "This Idempotency-Key was used with a different request body.",
+                status_code=409,
+            )
+        response = Response(outcome.body, status=outcome.status)
+        if outcome.replayed:
+            log.info("checkout.idempotent_replay", user_id=request.user.pk, transaction_id=outcome.transaction_id)
+            response["Idempotent-Replayed"] = "true"
+        return response
 
     def _checkout(self, request, body) -> tuple[int, dict, int | None]:
         serializer = CheckoutRequestSerializer(data=body)
@@ -207,7 +187,8 @@ class CheckoutCreateView(APIView):
         except ServiceError as exc:
             fields = {exc.field: [exc.message]} if exc.field else {}
             return exc.status, error_body(exc.code, exc.message, fields), None
-        return 201, CheckoutSerializer(_load(request.user, tx.public_id)).data, tx.pk
+        # The row comes back with its plan, network, contract, token and history attached: no reload.
+        return 201, CheckoutSerializer(tx).data, tx.pk
 
 
 class CheckoutDetailView(APIView):

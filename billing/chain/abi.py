@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from eth_abi import decode as abi_decode
+from eth_abi import encode as abi_encode
+from eth_abi.exceptions import DecodingError, EncodingError
 from eth_utils import is_address, keccak, to_checksum_address
 from hexbytes import HexBytes
-from web3 import Web3
 
 # The parts of ERC-20 the backend uses (approve step, balances, Transfer logs).
 ERC20_ABI: list[dict] = [
@@ -64,8 +66,6 @@ ERC20_ABI: list[dict] = [
         ],
     },
 ]
-
-_W3 = Web3()
 
 
 def canonical_type(param: Mapping) -> str:
@@ -147,19 +147,60 @@ def function_abi(abi: Iterable[Mapping], name: str) -> dict:
     return dict(matches[0])
 
 
+EthAbiError = (DecodingError, EncodingError)
+
+
+@dataclass(frozen=True)
+class _FunctionCodec:
+    name: str
+    selector: bytes
+    types: tuple[str, ...]
+    inputs: tuple[dict, ...]
+
+
+@lru_cache(maxsize=512)
+def _codec_for(item_json: str) -> _FunctionCodec:
+    item = json.loads(item_json)
+    inputs = tuple(item.get("inputs", []))
+    return _FunctionCodec(
+        name=item["name"],
+        selector=keccak(text=signature(item))[:4],
+        types=tuple(canonical_type(p) for p in inputs),
+        inputs=inputs,
+    )
+
+
+def _codec(item: Mapping) -> _FunctionCodec:
+    """Selector and argument types of one function item, worked out once per process (keyed by the item's
+    JSON): encoding and decoding are then eth_abi alone, with no web3 contract object per call."""
+    return _codec_for(json.dumps(item, sort_keys=True))
+
+
 def encode_call(abi: list, function: str, args: list | tuple) -> str:
     """Calldata (0x hex) of `function(*args)`; structs are passed as tuples in component order."""
-    function_abi(abi, function)
-    return _W3.eth.contract(abi=abi).encode_abi(function, args=list(args))
+    codec = _codec(function_abi(abi, function))
+    if len(args) != len(codec.types):
+        raise ValueError(f"'{function}' takes {len(codec.types)} arguments, {len(args)} given.")
+    try:
+        encoded = abi_encode(codec.types, list(args))
+    except EthAbiError as exc:
+        raise ValueError(f"Arguments do not fit '{function}': {exc}") from exc
+    return "0x" + (codec.selector + encoded).hex()
 
 
-def decode_call(abi: list, data: str | bytes) -> tuple[str, dict]:
-    """(function name, {arg name: plain value}) of calldata."""
-    contract = _W3.eth.contract(abi=abi)
-    fn, params = contract.decode_function_input(_hex(data))
-    item = fn.abi
-    by_name = {p["name"]: p for p in item.get("inputs", [])}
-    return item["name"], {name: normalize(value, by_name.get(name)) for name, value in params.items()}
+def decode_call(abi: list, data: str | bytes, *, function: str | None = None) -> tuple[str, dict]:
+    """(function name, {arg name: plain value}) of calldata; `function` narrows the search to that name."""
+    raw = _bytes(data)
+    candidates = [function_abi(abi, function)] if function else [i for i in abi if i.get("type") == "function"]
+    for item in candidates:
+        codec = _codec(item)
+        if raw[:4] == codec.selector:
+            try:
+                values = abi_decode(list(codec.types), raw[4:])
+            except EthAbiError as exc:
+                raise ValueError(f"Calldata does not decode as '{codec.name}': {exc}") from exc
+            return codec.name, {p["name"]: normalize(value, p) for p, value in zip(codec.inputs, values, strict=True)}
+    raise ValueError(f"Could not find any function with matching selector 0x{raw[:4].hex()}.")
 
 
 def error_selectors(abi: Iterable[Mapping]) -> dict[str, str]:

@@ -8,8 +8,10 @@ exception message.
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from django.conf import settings
@@ -17,6 +19,7 @@ from django.core.exceptions import ImproperlyConfigured
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
+from eth_keys import keys
 from eth_utils import is_address, keccak, to_checksum_address
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
@@ -42,6 +45,9 @@ EIP712_DOMAIN_TYPE = [
     {"name": "chainId", "type": "uint256"},
     {"name": "verifyingContract", "type": "address"},
 ]
+EIP712_DOMAIN_TYPEHASH = keccak(
+    text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
+)
 DEFAULT_NAME = "SubscriptionPass"
 DEFAULT_VERSION = "1"
 
@@ -144,17 +150,76 @@ def typed_data(quote: Quote, **domain_kwargs) -> dict:
 
 
 def _signable(quote: Quote, **domain_kwargs):
+    """eth_account's generic EIP-712 encoder: only for recovering a signer (tests, tools), not on the hot path."""
     return encode_typed_data(
         domain_data=domain(**domain_kwargs), message_types={"Quote": QUOTE_TYPE}, message_data=quote.message()
     )
+
+
+# EIP-712 written out for the one fixed type: every Quote field is a static type, so its encoding is seven 32-byte
+# words. The type hashes are constants and the domain separator is computed once per (chain, contract, name,
+# version) and process; a checkout then costs two keccaks and one ECDSA signature.
+
+
+def _address_word(address: str) -> bytes:
+    return bytes(12) + bytes.fromhex(address[2:])
+
+
+@lru_cache(maxsize=256)
+def domain_separator(chain_id: int, verifying_contract: str, name: str = DEFAULT_NAME, version: str = DEFAULT_VERSION):
+    """keccak256(typeHash(EIP712Domain) || keccak(name) || keccak(version) || chainId || verifyingContract)."""
+    if not is_address(verifying_contract):
+        raise ValueError("verifying_contract is not an address")
+    return keccak(
+        EIP712_DOMAIN_TYPEHASH
+        + keccak(text=name)
+        + keccak(text=version)
+        + int(chain_id).to_bytes(32, "big")
+        + _address_word(verifying_contract)
+    )
+
+
+def quote_struct_hash(quote: Quote) -> bytes:
+    """hashStruct(Quote): keccak256(QUOTE_TYPEHASH || the seven fields as 32-byte words)."""
+    return keccak(
+        QUOTE_TYPEHASH
+        + _order_id_bytes(quote.order_id)
+        + _address_word(quote.payer)
+        + quote.plan_id.to_bytes(32, "big")
+        + _address_word(quote.token or ZERO_ADDRESS)
+        + quote.amount.to_bytes(32, "big")
+        + quote.periods.to_bytes(32, "big")
+        + quote.deadline.to_bytes(32, "big")
+    )
+
+
+def quote_digest_bytes(
+    quote: Quote, *, chain_id: int, verifying_contract: str, name: str = DEFAULT_NAME, version: str = DEFAULT_VERSION
+) -> bytes:
+    separator = domain_separator(int(chain_id), verifying_contract.lower(), name, version)
+    return keccak(b"\x19\x01" + separator + quote_struct_hash(quote))
 
 
 def quote_digest(
     quote: Quote, *, chain_id: int, verifying_contract: str, name: str = DEFAULT_NAME, version: str = DEFAULT_VERSION
 ) -> str:
     """keccak256(0x1901 || domainSeparator || structHash): what the contract's `quoteDigest` returns."""
-    signable = _signable(quote, chain_id=chain_id, verifying_contract=verifying_contract, name=name, version=version)
-    return "0x" + keccak(b"\x19" + signable.version + signable.header + signable.body).hex()
+    digest = quote_digest_bytes(
+        quote, chain_id=chain_id, verifying_contract=verifying_contract, name=name, version=version
+    )
+    return "0x" + digest.hex()
+
+
+@lru_cache(maxsize=8)
+def _signing_key(raw: bytes) -> keys.PrivateKey:
+    """The eth_keys key of an account, built once per process (deriving its public key is the costly part).
+    eth_keys signs through coincurve (libsecp256k1) when it is installed; `ecc_backend_name()` tells which."""
+    return keys.PrivateKey(raw)
+
+
+def ecc_backend_name() -> str:
+    """The ECDSA backend eth_keys uses in this process: "CoinCurveECCBackend" (compiled) or "NativeECCBackend"."""
+    return type(keys.PrivateKey(b"\x01" * 32).backend).__name__
 
 
 def sign_quote(
@@ -168,8 +233,13 @@ def sign_quote(
 ) -> str:
     """65-byte signature (r || s || v, v = 27/28) as 0x hex, by the configured quote signer unless one is given."""
     account = signer or get_quote_signer()
-    signable = _signable(quote, chain_id=chain_id, verifying_contract=verifying_contract, name=name, version=version)
-    return "0x" + bytes(account.sign_message(signable).signature).hex()
+    digest = quote_digest_bytes(
+        quote, chain_id=chain_id, verifying_contract=verifying_contract, name=name, version=version
+    )
+    signature = _signing_key(bytes(account.key)).sign_msg_hash(digest)
+    return (
+        "0x" + signature.r.to_bytes(32, "big").hex() + signature.s.to_bytes(32, "big").hex() + f"{signature.v + 27:02x}"
+    )
 
 
 def recover_quote_signer(quote: Quote, signature: str, **domain_kwargs) -> str:
@@ -178,7 +248,22 @@ def recover_quote_signer(quote: Quote, signature: str, **domain_kwargs) -> str:
 
 
 def load_account(*, key: str, key_file: str, what: str, setting: str) -> LocalAccount:
-    """A local account from a hex key given directly or in a file. Error messages name the setting, never the key."""
+    """A local account from a hex key given directly or in a file. Error messages name the setting, never the key.
+
+    Built once per process and key: a key file is looked at (one stat) on every call, so replacing the file
+    takes effect at the next call without a restart."""
+    stamp = None
+    if not (key or "").strip() and key_file:
+        try:
+            info = os.stat(key_file)
+            stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
+        except OSError:
+            stamp = None  # _load_account reports the unreadable file
+    return _load_account(key, key_file, what, setting, stamp)
+
+
+@lru_cache(maxsize=16)
+def _load_account(key: str, key_file: str, what: str, setting: str, _stamp) -> LocalAccount:
     raw = (key or "").strip()
     if not raw and key_file:
         try:

@@ -1,10 +1,20 @@
-"""Checkout: validate the request at the edge, write a `pending` ledger row with an order id, an expiry
-and the USD rate, and ask the plan's provider adapter for what the wallet signs. One transaction: if
-the adapter cannot build the payload, nothing is written."""
+"""Checkout: validate the request at the edge, ask the plan's provider adapter for what the wallet signs, and
+write a `pending` ledger row (order id, expiry, USD rate, payload) with its first status-history row. One
+transaction, and nothing is written when the adapter cannot build the payload.
+
+The request path touches the database only to write: the plan with its payment options (tokens, contracts,
+fallback order) comes from a per-process cache (`BILLING_CHECKOUT_CATALOG_CACHE_SECONDS`, 5 s by default) and
+the networks' RPC health from another (`BILLING_CHECKOUT_HEALTH_CACHE_SECONDS`, 2 s); both are dropped at once
+in the process that saves a catalog row (signals, billing/apps.py), so an operator's change shows at the next
+checkout there and within seconds everywhere else. No RPC call: health is what the RPC client and the probes
+recorded. The ledger row is inserted with its payload in one statement and without an audit-log row (its
+status history, written beside it, records who created it and why)."""
 
 from __future__ import annotations
 
 import dataclasses
+import time
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -18,9 +28,8 @@ from billing.adapters.base import CheckoutPayload, CheckoutRequest
 from billing.adapters.registry import get_adapter
 from billing.amounts import AmountOverflow
 from billing.fields import UINT256_MAX
-from billing.models import CryptoConfig, PaymentTransaction, Plan, TxStatus
+from billing.models import CryptoConfig, PaymentTransaction, Plan, TransactionStatusChange, TxStatus
 from billing.selectors import PaymentOption, network_is_healthy, plan_payment_options
-from billing.services.ledger import transaction_record_created
 from billing_project.errors import ServiceError
 
 log = structlog.get_logger(__name__)
@@ -30,8 +39,65 @@ class CheckoutError(ServiceError):
     """A checkout request refused (code, message, HTTP status, field)."""
 
 
+# --- per-process caches of the request path -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _PlanEntry:
+    plan: Plan
+    options: tuple[PaymentOption, ...]
+    fallback_rank: dict[int, int]  # network pk -> position in the configured fallback order
+    loaded_at: float
+
+
+_PLANS: dict[str, _PlanEntry] = {}
+_HEALTH: dict[int, tuple[bool, float]] = {}
+
+
+def checkout_caches_forget(**_kwargs) -> None:
+    """Drop this process's cached plans and health (receiver of catalog saves and deletes)."""
+    _PLANS.clear()
+    _HEALTH.clear()
+
+
+def _plan_entry(slug: str) -> _PlanEntry | None:
+    now = time.monotonic()
+    entry = _PLANS.get(slug)
+    if entry is not None and now - entry.loaded_at < settings.BILLING_CHECKOUT_CATALOG_CACHE_SECONDS:
+        return entry
+    plan = (
+        Plan.objects.select_related("price_token__network", "provider", "contract__network").filter(slug=slug).first()
+    )
+    if plan is None:
+        _PLANS.pop(slug, None)  # unknown slugs are not cached: the cache stays as small as the catalog
+        return None
+    entry = _PlanEntry(
+        plan=plan,
+        options=tuple(plan_payment_options(plan)),
+        fallback_rank={n.pk: i for i, n in enumerate(CryptoConfig.load().fallback_order())},
+        loaded_at=now,
+    )
+    _PLANS[slug] = entry
+    return entry
+
+
+def _healthy(network) -> bool:
+    """network_is_healthy (an enabled endpoint the RPC client last found healthy), cached per process for
+    BILLING_CHECKOUT_HEALTH_CACHE_SECONDS: no query, and no RPC call, on the request path."""
+    now = time.monotonic()
+    cached = _HEALTH.get(network.pk)
+    if cached is not None and now - cached[1] < settings.BILLING_CHECKOUT_HEALTH_CACHE_SECONDS:
+        return cached[0]
+    healthy = network_is_healthy(network)
+    _HEALTH[network.pk] = (healthy, now)
+    return healthy
+
+
 def _choose_option(
-    options: list[PaymentOption], network_slug: str | None, token_symbol: str | None
+    options: tuple[PaymentOption, ...] | list[PaymentOption],
+    network_slug: str | None,
+    token_symbol: str | None,
+    fallback_rank: dict[int, int],
 ) -> tuple[PaymentOption, dict | None]:
     candidates = options
     if token_symbol or network_slug:
@@ -57,16 +123,12 @@ def _choose_option(
         if not matching:
             raise CheckoutError("network_not_offered", f"The plan cannot be paid on {network_slug}.", field="network")
         preferred = matching[0]
-    if network_is_healthy(preferred.network):
+    if _healthy(preferred.network):
         return preferred, None
     # Fallback: the next network in the configured order that the plan supports and that answers.
-    fallback_order = CryptoConfig.load().fallback_order()
-    ranked = sorted(
-        (o for o in candidates if o is not preferred),
-        key=lambda o: next((i for i, n in enumerate(fallback_order) if n.pk == o.network.pk), 10**6),
-    )
+    ranked = sorted((o for o in candidates if o is not preferred), key=lambda o: fallback_rank.get(o.network.pk, 10**6))
     for option in ranked:
-        if network_is_healthy(option.network):
+        if _healthy(option.network):
             return option, {
                 "from": preferred.network.slug,
                 "to": option.network.slug,
@@ -108,7 +170,6 @@ def payload_to_json(payload: CheckoutPayload) -> dict:
     return data
 
 
-@transaction.atomic
 def checkout_create(
     *,
     user,
@@ -119,16 +180,16 @@ def checkout_create(
     periods: int = 1,
     now: datetime | None = None,
 ) -> PaymentTransaction:
+    """Sign and write one checkout: two INSERTs (the ledger row with its payload, its first history row).
+
+    The returned row carries its plan, network, contract, token and history, so rendering it costs no query."""
     from billing.chain.quote import new_order_id
 
     now = now or timezone.now()
-    plan = (
-        Plan.objects.select_related("price_token__network", "provider", "contract__network")
-        .filter(slug=plan_slug)
-        .first()
-    )
-    if plan is None:
+    entry = _plan_entry(plan_slug)
+    if entry is None:
         raise CheckoutError("plan_not_found", f"No plan '{plan_slug}'.", field="plan", status=404)
+    plan = entry.plan
     if not plan.is_active:
         raise CheckoutError("plan_inactive", f"The plan '{plan_slug}' is not on sale.", field="plan")
     if not plan.provider.enabled:
@@ -143,33 +204,17 @@ def checkout_create(
     if not 1 <= periods <= 36:
         raise CheckoutError("invalid_periods", "Periods must be between 1 and 36.", field="periods")
 
-    option, fallback = _choose_option(plan_payment_options(plan), network_slug, token_symbol)
+    option, fallback = _choose_option(entry.options, network_slug, token_symbol, entry.fallback_rank)
     amount = option.amount * periods
     if amount > UINT256_MAX:
         raise AmountOverflow(f"{periods} periods of {option.amount} do not fit a uint256.", field="periods")
     expires_at = now + settings.BILLING_CHECKOUT_TTL
-    tx = PaymentTransaction.objects.create(
-        user=user,
-        product_id=plan.pk,
-        plan=plan,
-        provider=plan.provider,
-        contract=option.contract,
-        network=option.network,
-        chain_id=option.network.chain_id,
-        token=option.token,
-        amount=amount,
-        periods=periods,
-        status=TxStatus.PENDING,
-        order_id=new_order_id(),
-        payer_address=payer,
-        usd_rate_at_checkout=option.token.usd_estimate,
-        expires_at=expires_at,
-    )
+    order_id = new_order_id()
     adapter = get_adapter(plan.provider.type)
     try:
         payload = adapter.checkout(
             CheckoutRequest(
-                order_id=tx.order_id,
+                order_id=order_id,
                 chain_id=option.network.chain_id,
                 contract_address=option.contract.address,
                 contract_abi=option.contract.abi,
@@ -194,9 +239,34 @@ def checkout_create(
     data = payload_to_json(payload)
     if fallback:
         data["network_fallback"] = fallback
-    tx.checkout_payload = data
-    tx.save(update_fields=["checkout_payload"])
-    transaction_record_created(tx=tx, actor=f"user:{user.pk}", reason="checkout")
+    tx = PaymentTransaction(
+        user=user,
+        product_id=plan.pk,
+        plan=plan,
+        provider=plan.provider,
+        contract=option.contract,
+        network=option.network,
+        chain_id=option.network.chain_id,
+        token=option.token,
+        amount=amount,
+        periods=periods,
+        status=TxStatus.PENDING,
+        order_id=order_id,
+        payer_address=payer,
+        usd_rate_at_checkout=option.token.usd_estimate,
+        expires_at=expires_at,
+        checkout_payload=data,
+    )
+    history = TransactionStatusChange(from_status="", to_status=tx.status, actor=f"user:{user.pk}", reason="checkout")
+    # Both rows or neither; inside the caller's transaction (idempotency) without a savepoint. Everything that
+    # can refuse the request (CheckoutError) happened above, so nothing here leaves that transaction broken.
+    with transaction.atomic(savepoint=False):
+        # bulk_create: one INSERT ... RETURNING, without the audit-log row a save() would add (the history row
+        # is the record of who created it).
+        PaymentTransaction.objects.bulk_create([tx])
+        history.transaction = tx
+        history.save(force_insert=True)
+    _attach_history(tx, [history])
     log.info(
         "checkout.created",
         transaction_id=tx.pk,
@@ -207,3 +277,11 @@ def checkout_create(
         token=option.token.symbol,
     )
     return tx
+
+
+def _attach_history(tx: PaymentTransaction, rows: list[TransactionStatusChange]) -> None:
+    """What prefetch_related("status_history") would leave on the row, from the rows just written."""
+    queryset = TransactionStatusChange.objects.filter(transaction=tx)
+    queryset._result_cache = rows
+    queryset._prefetch_done = True
+    tx._prefetched_objects_cache = {"status_history": queryset}

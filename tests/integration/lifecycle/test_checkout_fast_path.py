@@ -1,0 +1,109 @@
+"""Issue 9, checkout fast path: few SQL statements per checkout (the catalog and RPC health come from short
+per-process caches), the idempotency row written with the ledger row, signatures made through coincurve that the
+real contract accepts, and billing.W002 when eth-keys falls back to pure Python."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.core.checks import run_checks
+
+from billing.chain.quote import ecc_backend_name
+from billing.models import IdempotencyKey, PaymentTransaction, RpcEndpoint, TransactionStatusChange
+from tests.integration.lifecycle.conftest import PAYERS
+
+pytestmark = [pytest.mark.chain, pytest.mark.django_db]
+URL = "/v1/billing/checkout"
+
+
+def _post(user_api, plan="pro", payer=PAYERS[0], key=None):
+    headers = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
+    return user_api.post(URL, {"plan": plan, "wallet": payer.address}, format="json", **headers)
+
+
+def _statements(captured) -> list[str]:
+    return [q["sql"].strip() for q in captured.captured_queries]
+
+
+def test_a_warm_checkout_is_a_handful_of_statements(world, user_api, django_assert_max_num_queries):
+    assert _post(user_api, key="warm-up").status_code == 201  # fills this process's plan and health caches
+
+    # Token lookup, SAVEPOINT (the test's own transaction: BEGIN in production), the key's lock and row, the
+    # ledger INSERT, the history INSERT, the key INSERT, RELEASE (COMMIT). Before issue 9: 22.
+    with django_assert_max_num_queries(7) as captured:
+        response = _post(user_api, key="measured")
+    assert response.status_code == 201, response.content
+    sql = _statements(captured)
+    inserts = sorted(s.split()[2].strip('"') for s in sql if s.startswith("INSERT"))
+    assert inserts == ["billing_idempotencykey", "billing_paymenttransaction", "billing_transactionstatuschange"]
+    assert not [s for s in sql if "billing_plan" in s or "billing_token" in s or "billing_rpcendpoint" in s]
+    assert not [s for s in sql if s.startswith("UPDATE")]  # the payload goes in with the INSERT
+
+    # What the answer says is what the database holds (it was rendered from the rows in memory).
+    body = response.json()
+    tx = PaymentTransaction.objects.get(public_id=body["id"])
+    assert body["payment"] == tx.checkout_payload and body["order_id"] == tx.order_id
+    assert [h["to_status"] for h in body["status_history"]] == ["pending"]
+    assert TransactionStatusChange.objects.filter(transaction=tx, actor__startswith="user:").count() == 1
+    key = IdempotencyKey.objects.get(key="measured")
+    assert key.state == "completed" and key.transaction_id == tx.pk and key.response_body == body
+
+    # Without a key: no lock, no key row.
+    with django_assert_max_num_queries(5):
+        assert _post(user_api).status_code == 201
+
+    # A replay reads the stored answer and counts it: no signing, no ledger write.
+    with django_assert_max_num_queries(5) as captured:
+        replay = _post(user_api, key="measured")
+    assert replay.status_code == 201 and replay.json() == body and replay.headers["Idempotent-Replayed"] == "true"
+    assert not [s for s in _statements(captured) if s.startswith("INSERT")]
+    assert PaymentTransaction.objects.count() == 3
+
+
+def test_rpc_health_is_cached_for_its_ttl(world, user_api, settings):
+    settings.BILLING_CHECKOUT_HEALTH_CACHE_SECONDS = 0.5
+    assert _post(user_api).status_code == 201
+    # Written by another process (the RPC client in a worker): no signal reaches this one, the TTL does.
+    RpcEndpoint.objects.filter(network=world.network).update(healthy=False)
+    assert _post(user_api).status_code == 201
+    time.sleep(0.6)
+    response = _post(user_api)
+    assert response.status_code == 503 and response.json()["error"]["code"] == "network_unavailable"
+
+
+def test_a_catalog_save_reaches_the_next_checkout_at_once(world, user_api, settings):
+    settings.BILLING_CHECKOUT_CATALOG_CACHE_SECONDS = 3600
+    assert _post(user_api, plan="starter").status_code == 201
+    world.plans["starter"].is_active = False
+    world.plans["starter"].save()
+    response = _post(user_api, plan="starter")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "plan_inactive"
+
+
+def test_the_signature_from_checkout_is_accepted_by_the_real_contract(chain, world, user_api):
+    assert ecc_backend_name() == "CoinCurveECCBackend"  # the compiled backend signed it
+    payer = PAYERS[3]
+    body = _post(user_api, plan="eth-pro", payer=payer).json()
+    payment = body["payment"]
+    (step,) = payment["steps"]
+    assert chain.pass_.functions.isSigner(payment["signer"]).call()
+    call = {"from": payer.address, "to": step["to"], "data": step["data"], "value": int(step["value"])}
+    assert chain.w3.eth.call(call) == b""  # pay() would succeed: the contract recovered an allowed signer
+
+    # The same call with the signature's s changed is refused as InvalidSigner: the check above is real.
+    signature = payment["signature"][2:]
+    tampered = signature[:64] + f"{int(signature[64:128], 16) ^ 1:064x}" + signature[128:]
+    bad = dict(call, data=step["data"].replace(signature, tampered))
+    assert bad["data"] != call["data"]
+    with pytest.raises(Exception) as refused:
+        chain.w3.eth.call(bad)
+    invalid_signer = "0x" + chain.w3.keccak(text="InvalidSigner()")[:4].hex()
+    assert invalid_signer in str(refused.value) or "InvalidSigner" in str(refused.value)
+
+
+def test_pure_python_ecdsa_raises_billing_w002(monkeypatch):
+    assert "billing.W002" not in {m.id for m in run_checks()}
+    monkeypatch.setenv("ECC_BACKEND_CLASS", "eth_keys.backends.NativeECCBackend")
+    assert ecc_backend_name() == "NativeECCBackend"
+    assert "billing.W002" in {m.id for m in run_checks()}
