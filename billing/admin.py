@@ -833,7 +833,6 @@ class IdempotencyKeyAdmin(ReadOnlyAdminMixin, ModelAdmin):
 
 @admin.register(InboundEvent)
 class InboundEventAdmin(ExactSearchMixin, ReadOnlyAdminMixin, ModelAdmin):
-    # A "reprocess selected events" action belongs here once the inbound service exists.
     list_display = (
         "id",
         "received_at",

@@ -10,8 +10,6 @@ from django.utils import timezone
 
 log = structlog.get_logger(__name__)
 
-RETRY = {"autoretry_for": (Exception,), "retry_backoff": True, "retry_backoff_max": 300, "max_retries": 8}
-
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def contract_sync_dispatch() -> int:

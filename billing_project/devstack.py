@@ -38,7 +38,6 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 MANAGE = BASE_DIR / "manage.py"
 ANVIL_BIN = BASE_DIR / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
 GUNICORN_CONF = Path(__file__).resolve().parent / "gunicorn.conf.py"
-APP_DIRS = ("billing", "profiles", "notifications", "overview", "billing_project")
 
 DEFAULT_PORT = 8000
 DEFAULT_ANVIL_PORT = 8545
@@ -159,11 +158,6 @@ def chain_id_at(url: str) -> int | None:
         return int(rpc(url, "eth_chainId", timeout=1), 16)
     except Exception:
         return None
-
-
-def manage_command_exists(name: str) -> bool:
-    """Whether one of the project's apps ships `manage.py <name>` (cheaper than starting Django to ask)."""
-    return any((BASE_DIR / app / "management" / "commands" / f"{name}.py").is_file() for app in APP_DIRS)
 
 
 def redact_url(url: str) -> str:
@@ -414,7 +408,6 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict, init=False)
     embedded_db: bool = field(default=False, init=False)
     db_uri: str = field(default="", init=False)
-    notes: list[str] = field(default_factory=list, init=False)
     pids_written: bool = field(default=False, init=False)
 
     @classmethod
@@ -609,16 +602,10 @@ class Stack:
         )
         try:
             self.run_step("migrate", self.manage("migrate", "--noinput"))
-            if manage_command_exists("seed_demo"):
-                # 90 days of a believable business on first start (a few seconds; a database that has a
-                # history keeps it), so the overview shows something true at once.
-                self.run_step("seed_demo", self.manage("seed_demo", "--history", str(DEMO_HISTORY_DAYS)))
-            else:
-                self.say("WARNING: manage.py seed_demo does not exist yet: no demo users or catalog")
-                self.notes.append("seed_demo missing: the demo logins below do not exist")
-            if not manage_command_exists("deploy_contracts"):
-                self.say("WARNING: manage.py deploy_contracts does not exist yet: no demo contracts on the chain")
-            elif contract_has_code(self.db_uri, self.chain_rpc):
+            # 90 days of a believable business on first start (a few seconds; a database that has a history
+            # keeps it), so the overview shows something true at once.
+            self.run_step("seed_demo", self.manage("seed_demo", "--history", str(DEMO_HISTORY_DAYS)))
+            if contract_has_code(self.db_uri, self.chain_rpc):
                 self.say(f"contract {DEMO_CONTRACT_SLUG} is on the chain: no deploy")
             else:
                 self.run_step(
@@ -675,11 +662,8 @@ class Stack:
                 console=self.console,
             )
         )
-        if manage_command_exists("run_dev_indexer"):
-            indexer = self.manage("run_dev_indexer", "--api-url", self.base_url)  # webhooks go to this web server
-            self.children.append(spawn("indexer", indexer, env=self.env, console=self.console))
-        else:
-            self.notes.append("dev indexer: manage.py run_dev_indexer does not exist yet, not started")
+        indexer = self.manage("run_dev_indexer", "--api-url", self.base_url)  # webhooks go to this web server
+        self.children.append(spawn("indexer", indexer, env=self.env, console=self.console))
         self.remember()
         web = self.children[0]
         wait_http(f"{self.base_url}/healthz", timeout=60, alive=web.alive, should_stop=self.stop_requested)
@@ -694,8 +678,6 @@ class Stack:
         db = f"embedded PostgreSQL ({self.data_dir / 'pg'})" if self.embedded_db else redact_url(self.db_uri)
         self.say(f"  database   {db}")
         self.say(f"  services   {', '.join(child.name for child in self.children)}")
-        for note in self.notes:
-            self.say(f"  note       {note}")
         self.say("Ctrl-C stops everything")
 
     def supervise(self) -> int:

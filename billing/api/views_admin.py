@@ -6,8 +6,6 @@ inside `acting_user(request.user)` so django-auditlog attributes them to the tok
 
 from __future__ import annotations
 
-import importlib
-
 from auditlog.models import LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.db.models import ProtectedError
@@ -39,6 +37,7 @@ from billing.api.serializers import (
     TransactionDetailSerializer,
     TransactionSerializer,
 )
+from billing.chain.probe import probe_endpoints
 from billing.filters import OutboxDeliveryFilter, TransactionFilter
 from billing.models import Network, OutboxDelivery
 from billing.services import operator
@@ -217,18 +216,10 @@ class TestConnectionView(APIView):
         summary="Probe each RPC endpoint (chain id, head block, latency); URLs masked in the answer",
     )
     def post(self, request: Request) -> Response:
-        try:
-            probe = importlib.import_module("billing.chain.probe").probe_endpoints
-        except (ImportError, AttributeError):
-            raise ApiError(
-                "probe_unavailable",
-                "The RPC probe (billing.chain.probe.probe_endpoints) is not deployed.",
-                status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-            )
         networks = []
         for network in Network.objects.filter(enabled=True).order_by("slug"):
             try:
-                results = probe(network)
+                results = probe_endpoints(network)
                 networks.append({"network": network.slug, "results": _mask_probe(results)})
             except Exception as exc:  # one broken network must not hide the others' results
                 networks.append({"network": network.slug, "results": [], "error": mask_url(str(exc))})
@@ -291,7 +282,7 @@ class TransactionAdminViewSet(viewsets.ReadOnlyModelViewSet):
 
     @extend_schema(
         tags=["admin: transactions"],
-        summary="Refund on chain (contract burn method); 202 while the operator sender is not deployed",
+        summary="Refund on chain (contract burn method); 202 when no operator key is configured (recorded, not sent)",
         request=OperatorActionSerializer,
         responses={200: OperatorActionResultSerializer, 202: OperatorActionResultSerializer},
     )
@@ -301,7 +292,7 @@ class TransactionAdminViewSet(viewsets.ReadOnlyModelViewSet):
 
     @extend_schema(
         tags=["admin: transactions"],
-        summary="Re-run the stored webhook deliveries of this transaction (409 not_available until deployed)",
+        summary="Re-run the stored webhook deliveries of this transaction (verified on chain again)",
         request=OperatorActionSerializer,
         responses={200: OperatorActionResultSerializer},
     )

@@ -4,17 +4,14 @@ django-auditlog's middleware only knows the session user; API calls authenticate
 after the middleware ran, so every action here runs inside `acting_user(user)`, which sets the actor
 explicitly for the LogEntry rows the write produces.
 
-Pieces written by other work streams are looked up when called, not imported at module load:
-- billing.chain.sender (operator transaction sender, with the operator key) for the on-chain refund;
-- billing.services.webhooks.inbound_event_process for reprocessing stored webhook deliveries.
-While one is missing the action says so (OperatorActionUnavailable / refund_requested) instead of pretending.
+Without an operator key the refund is recorded (refund_requested) and nothing is sent, and the answer says so.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import structlog
@@ -32,6 +29,7 @@ from billing.models import (
     TxStatus,
     can_transition,
 )
+from billing.services.webhooks import inbound_event_process
 
 log = structlog.get_logger(__name__)
 
@@ -43,10 +41,6 @@ class OperatorActionError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-class OperatorActionUnavailable(OperatorActionError):
-    """A collaborator the action needs is not deployed (yet)."""
 
 
 @dataclass(frozen=True)
@@ -70,14 +64,6 @@ def acting_user(user) -> Iterator[None]:
     finally:
         if previous is not None:
             auditlog_value.set(previous)
-
-
-def _optional(module: str, name: str) -> Callable | None:
-    try:
-        mod = importlib.import_module(module)
-    except ImportError:
-        return None
-    return getattr(mod, name, None)
 
 
 def _audit_note(*, instance, actor, note: str, details: dict) -> None:
@@ -196,11 +182,6 @@ def _refund_broadcast(*, tx: PaymentTransaction, row, actor, details: dict) -> A
 def transaction_reprocess(*, tx: PaymentTransaction, actor, reason: str) -> ActionResult:
     """Re-run the stored webhook deliveries of this transaction that did not apply (received or failed),
     through billing.services.webhooks.inbound_event_process (verified against the chain again)."""
-    process = _optional("billing.services.webhooks", "inbound_event_process")
-    if process is None:
-        raise OperatorActionUnavailable(
-            "not_available", "Reprocessing is not available: the webhook processing service is not deployed."
-        )
     matches = Q(transaction=tx)
     if tx.tx_hash:
         # Deliveries that failed before they could be matched carry only the chain coordinates.
@@ -211,7 +192,7 @@ def transaction_reprocess(*, tx: PaymentTransaction, actor, reason: str) -> Acti
     if not events:
         raise OperatorActionError("nothing_to_reprocess", "This transaction has no unprocessed inbound events.")
     with acting_user(actor):
-        outcomes = {event.pk: process(event_id=event.pk, force=True) for event in events}
+        outcomes = {event.pk: inbound_event_process(event_id=event.pk, force=True) for event in events}
         tx.refresh_from_db()
         _audit_note(
             instance=tx,
@@ -238,15 +219,10 @@ def outbox_replay(*, delivery: OutboxDelivery, actor) -> OutboxDelivery:
 def inbound_event_reprocess(*, event: InboundEvent, actor, reason: str = "") -> str:
     """Re-run one stored webhook delivery (failed or still waiting) through inbound_event_process, verified
     against the chain again; audited with the actor on the delivery. Returns processed | retry | failed."""
-    process = _optional("billing.services.webhooks", "inbound_event_process")
-    if process is None:
-        raise OperatorActionUnavailable(
-            "not_available", "Reprocessing is not available: the webhook processing service is not deployed."
-        )
     if event.status == InboundEvent.Status.PROCESSED:
         raise OperatorActionError("already_processed", "This delivery was already applied.")
     with acting_user(actor):
-        outcome = process(event_id=event.pk, force=True)
+        outcome = inbound_event_process(event_id=event.pk, force=True)
         _audit_note(
             instance=event,
             actor=actor,

