@@ -220,6 +220,8 @@ def webhook_receive(*, contract_slug: str, raw_body: bytes, signature_header: st
         body = json.loads(raw_body)
     except (ValueError, UnicodeDecodeError):
         return _error(400, "malformed", "The body is not JSON.")
+    except RecursionError:  # nesting deeper than the interpreter's recursion limit: hostile, not a 500
+        return _error(400, "malformed", "The body is nested too deeply.")
     errors = _validate(body)
     if errors:
         return _error(400, "malformed", "The webhook body is not valid.", errors)
