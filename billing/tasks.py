@@ -8,6 +8,8 @@ from celery import shared_task
 from django.db.models import Q
 from django.utils import timezone
 
+from billing.metrics import sweep_error
+
 log = structlog.get_logger(__name__)
 
 
@@ -30,6 +32,7 @@ def contract_sync_task(contract_id: int) -> None:
         contract_sync(contract_id=contract_id)
     except Exception as exc:  # recorded on the cursor; the next beat tick retries
         log.warning("chain.sync_failed", contract_id=contract_id, error=f"{type(exc).__name__}: {exc}")
+        sweep_error("contract_sync")
         contract_sync_record_error(contract_id=contract_id, error=f"{type(exc).__name__}: {exc}")
 
 
@@ -112,6 +115,7 @@ def operator_txs_sweep() -> int:
             operator_tx_watch(row_id=pk)
         except Exception as exc:  # the next sweep tries again
             log.warning("operator_tx.watch_failed", row_id=pk, error=f"{type(exc).__name__}: {exc}")
+            sweep_error("operator_txs_sweep")
     return len(ids)
 
 

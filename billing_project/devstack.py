@@ -386,6 +386,21 @@ def start_anvil(
     raise StackError(f"anvil did not answer on {url} within {timeout:.0f}s")
 
 
+def clean_metrics_dir(folder: Path) -> None:
+    """Create the multiprocess metrics folder and remove the *.db files a previous run left (only those)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink(missing_ok=True)
+
+
+def mark_metrics_dead(env: dict[str, str], pid: int) -> None:
+    """A finished process's live gauges stop counting (what gunicorn's child_exit does for its workers)."""
+    if env.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, env["PROMETHEUS_MULTIPROC_DIR"])
+
+
 # --- the stack -----------------------------------------------------------------------------------------
 
 
@@ -465,6 +480,7 @@ class Stack:
             time.sleep(0.1)
         if child.pump is not None:
             child.pump.join(timeout=5)
+        mark_metrics_dead(self.env, child.pid)
         if child.proc.returncode != 0:
             raise StackError(f"{name} failed with exit code {child.proc.returncode}")
         self.say(f"{name}: done in {time.monotonic() - started:.1f}s")
@@ -584,6 +600,14 @@ class Stack:
         else:
             self.say(f"broker: {redact_url(broker)}")
 
+        # Metrics: one prometheus_client multiprocess folder for every process started from here (gunicorn
+        # workers, Celery pool processes, setup commands), emptied now so this run's counters start at zero.
+        # gunicorn.conf.py leaves a shared folder alone (BILLING_METRICS_DIR_SHARED): Celery writes there too.
+        metrics_dir = Path(env.get("PROMETHEUS_MULTIPROC_DIR") or self.data_dir / "prometheus")
+        clean_metrics_dir(metrics_dir)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        env["BILLING_METRICS_DIR_SHARED"] = "1"
+
         # Local demo keys only when the operator gave neither a key nor a key file.
         for name, key in (
             ("BILLING_OPERATOR_KEY", ANVIL_ACCOUNT0_KEY),
@@ -632,11 +656,7 @@ class Stack:
             raise StackError(f"collectstatic failed with exit code {static.proc.returncode}")
 
     def start_services(self) -> None:
-        web_env = {
-            **self.env,
-            "PORT": str(self.port),
-            "PROMETHEUS_MULTIPROC_DIR": self.env.get("PROMETHEUS_MULTIPROC_DIR") or str(self.data_dir / "prometheus"),
-        }
+        web_env = {**self.env, "PORT": str(self.port)}
         self.children.append(
             spawn(
                 "web",

@@ -1,6 +1,7 @@
 """gunicorn settings: `gunicorn -c billing_project/gunicorn.conf.py billing_project.wsgi` (what `make run` does).
 
-Environment: PORT (8000), BIND_HOST (127.0.0.1), WEB_CONCURRENCY (2 workers), LOG_LEVEL, PROMETHEUS_MULTIPROC_DIR.
+Environment: PORT (8000), BIND_HOST (127.0.0.1), WEB_CONCURRENCY (2 workers), LOG_LEVEL, PROMETHEUS_MULTIPROC_DIR,
+BILLING_METRICS_DIR_SHARED.
 """
 
 import os
@@ -26,9 +27,13 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(_base_dir / ".data" / "pro
 
 def on_starting(server):
     # Files left by the previous run would be summed into this run's counters: start from an empty folder.
-    # Only the *.db files prometheus_client writes are removed, whatever folder the variable names.
+    # Only the *.db files prometheus_client writes are removed, whatever folder the variable names. A folder
+    # shared with Celery workers (BILLING_METRICS_DIR_SHARED=1, set by devstack, which empties it before it
+    # starts anything) is left alone: the workers may already have written there.
     folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     folder.mkdir(parents=True, exist_ok=True)
+    if os.environ.get("BILLING_METRICS_DIR_SHARED") == "1":
+        return
     for stale in folder.glob("*.db"):
         stale.unlink(missing_ok=True)
 

@@ -552,6 +552,8 @@ class ChainClient:
                 else:
                     self._st(index).down_until = 0.0
                     self._health(index, ok=True, healthy=True, latency_ms=self._last_latency_ms)
+                    if failures:
+                        metrics.RPC_FAILOVERS.labels(network=self.network_label, endpoint=spec.label).inc()
                     return result
             if index not in failures:
                 # used up its retries, or timed out once: let the others go first for a while
@@ -568,6 +570,7 @@ class ChainClient:
                 )
         for index, wrong in self._wrong_chain.items():
             failures.setdefault(index, _Failure("wrong_chain", f"answers for chain id {wrong}"))
+        metrics.RPC_CALLS_FAILED.labels(network=self.network_label, method=method).inc()
         raise self._summarize(method, failures)
 
     def _summarize(self, method: str, failures: dict[int, _Failure]) -> RpcError:

@@ -269,6 +269,7 @@ def contract_sync(*, contract_id: int, client=None, max_batches: int = 20, batch
     )
     topics = event_topics(contract.abi, ("Paid", "Refunded", "Withdrawn"))
 
+    safe = None
     for _ in range(max_batches):
         with transaction.atomic():
             cursor = ChainCursor.objects.select_for_update(skip_locked=True).filter(contract=contract).first()
@@ -333,6 +334,10 @@ def contract_sync(*, contract_id: int, client=None, max_batches: int = 20, batch
             result.logs += len(observed)
             result.from_block = result.from_block or start
             result.to_block = end
+    if safe is not None:
+        last = ChainCursor.objects.filter(contract=contract).values_list("last_block", flat=True).first()
+        if last is not None:
+            metrics.FOLLOWER_LAG.labels(contract=contract.slug).set(max(safe - last, 0))
     if result.batches:
         log.info(
             "chain.synced",

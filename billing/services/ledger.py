@@ -7,6 +7,7 @@ import structlog
 from django.db import transaction
 from django.utils import timezone
 
+from billing import metrics
 from billing.models import PaymentTransaction, TransactionStatusChange, TxStatus, can_transition
 from billing.services.notices import ops_notice
 
@@ -31,7 +32,12 @@ def transaction_set_status(
     fields: dict | None = None,
 ) -> PaymentTransaction:
     """Move `tx` to `status` (locking its row), set extra `fields`, append one history row."""
-    locked = PaymentTransaction.objects.select_for_update().get(pk=tx.pk)
+    # of=self: only the ledger row is locked; network, token and contract come along for the log and metrics.
+    locked = (
+        PaymentTransaction.objects.select_for_update(of=("self",))
+        .select_related("contract", "network", "token")
+        .get(pk=tx.pk)
+    )
     old = locked.status
     if status not in TxStatus.values:
         raise TransitionNotAllowed(old, status)
@@ -41,7 +47,8 @@ def transaction_set_status(
     locked.status = status
     for name, value in (fields or {}).items():
         setattr(locked, name, value)
-    if status == TxStatus.CONFIRMED and locked.confirmed_at is None:
+    newly_confirmed = status == TxStatus.CONFIRMED and locked.confirmed_at is None
+    if newly_confirmed:
         locked.confirmed_at = now
     if status == TxStatus.SUBMITTED and locked.submitted_at is None:
         locked.submitted_at = now
@@ -59,6 +66,7 @@ def transaction_set_status(
             body=f"{old} -> needs_review ({actor}): {reason[:500]}",
             data={"transaction_id": locked.pk, "tx_hash": locked.tx_hash, "from_status": old, "actor": actor},
         )
+    _count_on_commit(locked, status, confirmed=newly_confirmed)
     log.info(
         "transaction.status_changed",
         transaction_id=locked.pk,
@@ -79,3 +87,22 @@ def transaction_record_created(*, tx: PaymentTransaction, actor: str, reason: st
     TransactionStatusChange.objects.create(
         transaction=tx, from_status="", to_status=tx.status, actor=actor, reason=reason[:500]
     )
+    _count_on_commit(tx, tx.status, confirmed=tx.status == TxStatus.CONFIRMED and tx.confirmed_at is not None)
+
+
+def _count_on_commit(tx: PaymentTransaction, status: str, *, confirmed: bool) -> None:
+    """billing_transactions_total (and the confirmation latency) move when the change commits: a rolled
+    back change is not counted. Labels are read now, from objects already loaded."""
+    labels = {"status": status, "network": tx.network.slug, "token": tx.token.symbol}
+    latency = None
+    if confirmed and tx.confirmed_at is not None:
+        since, start = ("submitted", tx.submitted_at) if tx.submitted_at else ("checkout", tx.created_at)
+        if start is not None:
+            latency = (labels["network"], since, max((tx.confirmed_at - start).total_seconds(), 0.0))
+
+    def count() -> None:
+        metrics.TRANSACTIONS.labels(**labels).inc()
+        if latency is not None:
+            metrics.CONFIRMATION_LATENCY.labels(network=latency[0], since=latency[1]).observe(latency[2])
+
+    transaction.on_commit(count)

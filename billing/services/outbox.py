@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from billing import signing
+from billing import metrics, signing
 from billing.dispatch import enqueue_on_commit
 from billing.models import DeliveryAttempt, OutboxDelivery, OutboxEvent
 from billing.retry import backoff_seconds
@@ -140,6 +140,8 @@ def outbox_delivery_attempt(*, delivery_id: int, force: bool = False) -> OutboxD
             delivery.last_error = error
             delivery.next_attempt_at = now + timedelta(seconds=outbox_backoff_seconds(delivery.attempts))
         delivery.save()
+    outcome = {OutboxDelivery.Status.DELIVERED: "delivered", OutboxDelivery.Status.DEAD: "dead"}.get(delivery.status)
+    metrics.OUTBOX_DELIVERIES.labels(subscriber=delivery.subscriber, outcome=outcome or "retry").inc()
     log.info(
         "outbox.attempt",
         delivery_id=delivery.pk,
