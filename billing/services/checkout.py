@@ -30,6 +30,7 @@ from billing.amounts import AmountOverflow
 from billing.fields import UINT256_MAX
 from billing.models import CryptoConfig, PaymentTransaction, Plan, TransactionStatusChange, TxStatus
 from billing.selectors import PaymentOption, network_is_healthy, plan_payment_options
+from billing.services.ledger import transaction_count_on_commit
 from billing_project.errors import ServiceError
 
 log = structlog.get_logger(__name__)
@@ -266,6 +267,7 @@ def checkout_create(
         PaymentTransaction.objects.bulk_create([tx])
         history.transaction = tx
         history.save(force_insert=True)
+    transaction_count_on_commit(tx, tx.status, confirmed=False)  # billing_transactions_total{status="pending"}
     _attach_history(tx, [history])
     log.info(
         "checkout.created",

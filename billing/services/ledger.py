@@ -66,7 +66,7 @@ def transaction_set_status(
             body=f"{old} -> needs_review ({actor}): {reason[:500]}",
             data={"transaction_id": locked.pk, "tx_hash": locked.tx_hash, "from_status": old, "actor": actor},
         )
-    _count_on_commit(locked, status, confirmed=newly_confirmed)
+    transaction_count_on_commit(locked, status, confirmed=newly_confirmed)
     log.info(
         "transaction.status_changed",
         transaction_id=locked.pk,
@@ -87,10 +87,11 @@ def transaction_record_created(*, tx: PaymentTransaction, actor: str, reason: st
     TransactionStatusChange.objects.create(
         transaction=tx, from_status="", to_status=tx.status, actor=actor, reason=reason[:500]
     )
-    _count_on_commit(tx, tx.status, confirmed=tx.status == TxStatus.CONFIRMED and tx.confirmed_at is not None)
+    confirmed = tx.status == TxStatus.CONFIRMED and tx.confirmed_at is not None
+    transaction_count_on_commit(tx, tx.status, confirmed=confirmed)
 
 
-def _count_on_commit(tx: PaymentTransaction, status: str, *, confirmed: bool) -> None:
+def transaction_count_on_commit(tx: PaymentTransaction, status: str, *, confirmed: bool) -> None:
     """billing_transactions_total (and the confirmation latency) move when the change commits: a rolled
     back change is not counted. Labels are read now, from objects already loaded."""
     labels = {"status": status, "network": tx.network.slug, "token": tx.token.symbol}

@@ -232,3 +232,38 @@ def test_manage_check_fails_at_startup_on_a_bad_path(tmp_path):
     )
     assert done.returncode != 0
     assert "billing.E006" in done.stderr and "'crm' needs an http(s) url" in done.stderr
+
+
+# --- hot-path counters ------------------------------------------------------------------------------------
+
+
+def test_status_changes_are_counted_when_they_commit_and_not_when_rolled_back(db, django_capture_on_commit_callbacks):
+    from django.db import transaction
+
+    from billing import metrics
+    from billing.models import TxStatus
+    from billing.services.ledger import transaction_set_status
+
+    net = f.NetworkFactory(slug="count-net")
+    token = f.TokenFactory(network=net, symbol="CUSD")
+    tx = f.PaymentTransactionFactory(network=net, token=token, contract=f.PaymentContractFactory(network=net))
+    counter = metrics.TRANSACTIONS.labels(status="submitted", network="count-net", token="CUSD")
+    latency = metrics.CONFIRMATION_LATENCY.labels(network="count-net", since="submitted")
+    start = counter._value.get()
+
+    class Abort(Exception):
+        pass
+
+    with django_capture_on_commit_callbacks(execute=True), pytest.raises(Abort), transaction.atomic():
+        transaction_set_status(tx=tx, status=TxStatus.SUBMITTED, actor="test", fields={"tx_hash": f.random_hash()})
+        raise Abort
+    assert counter._value.get() == start  # rolled back: not counted
+
+    tx.refresh_from_db()
+    with django_capture_on_commit_callbacks(execute=True):
+        transaction_set_status(tx=tx, status=TxStatus.SUBMITTED, actor="test", fields={"tx_hash": f.random_hash()})
+    assert counter._value.get() == start + 1
+    observed = sum(b.get() for b in latency._buckets)
+    with django_capture_on_commit_callbacks(execute=True):
+        transaction_set_status(tx=tx, status=TxStatus.CONFIRMED, actor="test")
+    assert sum(b.get() for b in latency._buckets) == observed + 1
