@@ -26,12 +26,18 @@ npmdeps: node_modules/.installed
 
 # Debian's chromium for the browser tests (tests/browser): Playwright drives /usr/bin/chromium, it never
 # downloads a browser (no `playwright install`). Installed with apt-get when missing.
+# Debian's prometheus package for promtool: tests/unit/test_alert_rules.py checks and unit-tests
+# docs/alerts/billing.rules.yml with it. Where apt-get cannot install it, those two tests skip and say why.
 CHROMIUM := /usr/bin/chromium
 sysdeps:
 	@test -x $(CHROMIUM) || { \
 	  echo "installing Debian chromium for the browser tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@test -x $(CHROMIUM) || { echo "ERROR: $(CHROMIUM) is missing; the browser tests need it"; exit 1; }
+	@command -v promtool >/dev/null || { \
+	  echo "installing Debian prometheus (promtool) for the alert rule tests"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    prometheus >/dev/null; } || echo "WARNING: promtool could not be installed: the alert rule tests will skip"; }
 
 contracts: npmdeps
 	@node contracts/compile.js
