@@ -971,7 +971,9 @@ class OperatorTransactionAdmin(ExactSearchMixin, ReadOnlyAdminMixin, ModelAdmin)
     raw_id_fields = ("payment",)
 
 
-# The Payments workspace (billing/console), mounted at /admin/payments/.
+# The Payments workspace and Tariffs (billing/console), mounted at /admin/payments/ and /admin/tariffs/.
+from billing.console.urls import tariffs_urlpatterns as _tariffs_urls  # noqa: E402
 from billing.console.urls import urlpatterns as _payments_urls  # noqa: E402
 
 admin.site.register_console_urls("payments/", _payments_urls)
+admin.site.register_console_urls("tariffs/", _tariffs_urls)

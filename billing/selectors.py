@@ -88,6 +88,43 @@ def network_is_healthy(network: Network) -> bool:
     return network.rpc_endpoints.filter(enabled=True, healthy=True).exists()
 
 
+def plan_console_list(
+    *, status: str = "", interval: str = "", token: str = "", experiment: str = "", q: str = ""
+) -> QuerySet[Plan]:
+    """The Tariffs page's plan cards: status active|inactive, interval, token symbol, experiment ('-' = none),
+    a search over slug and title."""
+    from django.db.models import Q
+
+    plans = Plan.objects.select_related("price_token__network", "provider", "contract").order_by(
+        "sort_order", "tier", "slug"
+    )
+    if status in ("active", "inactive"):
+        plans = plans.filter(is_active=status == "active")
+    if interval:
+        plans = plans.filter(interval=interval)
+    if token:
+        plans = plans.filter(price_token__symbol=token)
+    if experiment == "-":
+        plans = plans.filter(experiment="")
+    elif experiment:
+        plans = plans.filter(experiment=experiment)
+    if q:
+        plans = plans.filter(Q(slug__icontains=q) | Q(title__icontains=q))
+    return plans
+
+
+def plan_audit_entries(*, plan: Plan, limit: int = 50):
+    """django-auditlog's entries of one plan, newest first, with their actors."""
+    from auditlog.models import LogEntry
+    from django.contrib.contenttypes.models import ContentType
+
+    return (
+        LogEntry.objects.filter(content_type=ContentType.objects.get_for_model(Plan), object_pk=str(plan.pk))
+        .select_related("content_type", "actor")
+        .order_by("-timestamp", "-id")[:limit]
+    )
+
+
 def plan_payment_options_grouped(plan: Plan) -> list[dict]:
     """Where a plan can be paid, grouped by network: exactly the options checkout accepts
     (`plan_payment_options`: the plan's own token first, then the same asset on the provider's other

@@ -137,14 +137,14 @@ def sidebar_navigation(request: HttpRequest) -> list[dict]:
         )
 
     payments = _link("admin:console-payments")
+    tariffs = _link("admin:console-tariffs")
     return [
         {
             "title": "Console",
             "items": [
                 item("Overview", "monitoring", reverse_lazy("admin:index"), is_support),
                 item("Payments", "account_balance_wallet", payments, is_support),
-                # Tariffs (plan cards, editor, limits matrix) come with the console's second part.
-                model("Tariffs (plans)", "sell", "billing.plan"),
+                item("Tariffs", "sell", tariffs, is_support),
             ],
         },
         {
@@ -154,6 +154,7 @@ def sidebar_navigation(request: HttpRequest) -> list[dict]:
                 model("Transactions", "receipt_long", "billing.paymenttransaction"),
                 model("Status history", "history", "billing.transactionstatuschange"),
                 model("Subscriptions", "autorenew", "billing.subscription"),
+                model("Plans", "sell", "billing.plan"),
                 model("Operator transactions", "send_money", "billing.operatortransaction"),
             ],
         },

@@ -17,5 +17,6 @@ admin.site.register_console_urls(
         path("networks/", console.networks_part, name=f"{PREFIX}-networks"),
         path("payouts/", console.payouts_part, name=f"{PREFIX}-payouts"),
         path("incidents/", console.incidents_part, name=f"{PREFIX}-incidents"),
+        path("plans/", console.plans_part, name=f"{PREFIX}-plans"),
     ],
 )

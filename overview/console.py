@@ -481,3 +481,40 @@ def incidents_part(request: HttpRequest, state: State) -> HttpResponse:
     report = selectors.incidents(period=state.period, limit=INCIDENTS_SHOWN)
     counts = {kind.replace("_", " "): n for kind, n in report["counts"].items() if n}
     return _render_part(request, "console/overview/incidents.html", {"items": report["incidents"], "counts": counts})
+
+
+def plan_kpis(dashboard: dict) -> list[dict]:
+    """Active subscriptions and MRR per plan (the dashboard's segments summed over tokens)."""
+    plans: dict[str, dict] = {}
+    for seg in dashboard["segments"]:
+        row = plans.setdefault(
+            seg["plan"],
+            {"plan": seg["plan"], "title": seg["plan_title"], "active": 0, "usd": Decimal(0), "tokens": []},
+        )
+        row["active"] += seg["active_subscriptions"]
+        row["usd"] += Decimal(seg["mrr"]["usd"])
+        row["tokens"].extend(seg["mrr"]["by_token"])
+    return [{**row, "mrr": usd(row["usd"]), "mrr_tokens": tokens_text(row["tokens"])} for row in plans.values()]
+
+
+@_part
+def plans_part(request: HttpRequest, state: State) -> HttpResponse:
+    """The Tariffs page's KPI: per plan (active subscriptions, MRR) and per experiment variant (checkouts,
+    conversion with its 95 % interval, revenue, ARPU, the difference to the control)."""
+    dashboard = selectors.dashboard(period=state.period, include_testnets=state.include_testnets)
+    experiments = selectors.experiments(period=state.period, include_testnets=state.include_testnets)
+    for experiment in experiments["experiments"]:
+        for variant in experiment["variants"]:
+            variant["conversion_text"] = percent(variant["conversion"])
+            ci = variant["conversion_ci"]
+            variant["ci_text"] = f"{percent(ci['low'])} – {percent(ci['high'])}" if ci else ""
+            variant["revenue_text"] = usd(variant["revenue"]["usd"])
+            variant["arpu_text"] = usd(variant["arpu_usd"])
+        for comparison in experiment["comparisons"]:
+            comparison["difference_text"] = points(comparison["difference"])
+    context = {
+        "plans": plan_kpis(dashboard),
+        "experiments": experiments["experiments"],
+        "window": dashboard["period"],
+    }
+    return _render_part(request, "console/overview/plans.html", context)

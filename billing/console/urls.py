@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from billing.console import views
+from billing.console import tariffs, views
 
 PREFIX = "console-payments"
 
@@ -41,4 +41,13 @@ urlpatterns = [
     path("operations/", views.operations_tab, name=f"{PREFIX}-operations"),
     path("operations/outbox/<int:pk>/replay/", views.outbox_replay, name=f"{PREFIX}-outbox-replay"),
     path("operations/inbound/<int:pk>/reprocess/", views.inbound_reprocess, name=f"{PREFIX}-inbound-reprocess"),
+]
+
+TARIFFS = "console-tariffs"
+
+# /admin/tariffs/...: names `admin:console-tariffs-*`.
+tariffs_urlpatterns = [
+    path("", tariffs.tariffs_page, name=TARIFFS),
+    path("matrix/", tariffs.limits_matrix, name=f"{TARIFFS}-matrix"),
+    path("plans/<slug:slug>/", tariffs.plan_editor, name=f"{TARIFFS}-plan"),
 ]

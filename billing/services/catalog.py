@@ -75,6 +75,55 @@ def plan_update(*, plan: Plan, data: dict[str, Any]) -> Plan:
     return plan
 
 
+REMOVE_LIMIT = object()  # a matrix cell emptied: the plan no longer has this quota key
+
+
+@transaction.atomic
+def plans_limits_update(
+    *, changes: dict[str, dict[str, int | None | object]], expected_updated_at: dict[str, Any] | None = None
+) -> list[Plan]:
+    """Set limits of several plans at once (the console's limits matrix): one transaction, all or nothing.
+
+    `changes`: plan slug -> {quota key -> whole number >= 0, None (unlimited) or REMOVE_LIMIT (drop the key)}.
+    Each plan is locked, validated (`full_clean`) and saved once, so django-auditlog writes one entry per plan
+    whose limits changed; a plan whose limits come out the same is not saved. `expected_updated_at` (slug ->
+    the `updated_at` the editor read) refuses the whole save when a plan changed meanwhile. Errors are one
+    ValidationError keyed by plan slug."""
+    plans = {p.slug: p for p in Plan.objects.select_for_update().filter(slug__in=list(changes)).order_by("pk")}
+    errors: dict[str, list[str]] = {}
+    for slug in changes:
+        if slug not in plans:
+            errors[slug] = [f"No plan {slug}."]
+    for slug, expected in (expected_updated_at or {}).items():
+        plan = plans.get(slug)
+        if plan is not None and expected is not None and plan.updated_at != expected:
+            errors.setdefault(slug, []).append("Changed by someone else since you opened the matrix; reload.")
+    if errors:
+        raise ValidationError(errors)
+    saved = []
+    for slug, cells in changes.items():
+        plan = plans[slug]
+        limits = dict(plan.limits or {})
+        for key, value in cells.items():
+            if value is REMOVE_LIMIT:
+                limits.pop(key, None)
+            else:
+                limits[key] = value
+        if limits == (plan.limits or {}):
+            continue
+        plan.limits = limits
+        try:
+            plan.full_clean()
+        except ValidationError as exc:
+            errors[slug] = exc.messages
+            continue
+        plan.save()
+        saved.append(plan)
+    if errors:
+        raise ValidationError(errors)  # the transaction rolls back the plans already saved
+    return saved
+
+
 # --- providers -------------------------------------------------------------------------------------
 
 

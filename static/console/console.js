@@ -92,6 +92,17 @@
     drawCharts(document);
   });
 
+  // Limits matrix: a cell whose value differs from what is stored is marked, and the form counts them.
+  document.addEventListener("input", function (evt) {
+    var cell = evt.target.closest && evt.target.closest("[data-console-matrix] input.c-cell");
+    if (!cell) return;
+    cell.closest("td").classList.toggle("c-changed", cell.value.trim() !== (cell.dataset.original || ""));
+    var form = cell.closest("form");
+    var count = form.querySelectorAll("td.c-changed").length;
+    var label = form.querySelector("[data-changed-count]");
+    if (label) label.textContent = count + " changed";
+  });
+
   document.addEventListener("DOMContentLoaded", configure);
   document.addEventListener("htmx:responseError", onError);
   document.addEventListener("htmx:sendError", onError);
