@@ -166,6 +166,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "token": env.str("THROTTLE_TOKEN", default="20/min"),
         "checkout": env.str("THROTTLE_CHECKOUT", default="60/min"),
+        "checkout_tx": env.str("THROTTLE_CHECKOUT_TX", default="30/min"),
         "siwe": env.str("THROTTLE_SIWE", default="30/min"),
     },
     "COERCE_DECIMAL_TO_STRING": True,
@@ -207,6 +208,8 @@ BILLING_QUOTE_SIGNER_KEY_FILE = env.str("BILLING_QUOTE_SIGNER_KEY_FILE", default
 # Operator key for refunds and withdrawals.
 BILLING_OPERATOR_KEY = env.str("BILLING_OPERATOR_KEY", default="")
 BILLING_OPERATOR_KEY_FILE = env.str("BILLING_OPERATOR_KEY_FILE", default="")
+# Distinct transaction hashes one checkout accepts (a wallet's speed-ups and retries); more is refused 409.
+BILLING_CHECKOUT_MAX_TX_HASHES = env.int("BILLING_CHECKOUT_MAX_TX_HASHES", default=5)
 BILLING_CHECKOUT_TTL = timedelta(minutes=env.int("BILLING_CHECKOUT_TTL_MINUTES", default=30))
 BILLING_IDEMPOTENCY_TTL = timedelta(hours=env.int("BILLING_IDEMPOTENCY_TTL_HOURS", default=72))
 BILLING_WEBHOOK_TOLERANCE_SECONDS = 300

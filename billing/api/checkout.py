@@ -201,11 +201,18 @@ class CheckoutDetailView(APIView):
 
 class CheckoutTxView(APIView):
     permission_classes = [IsAuthenticated]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "checkout_tx"
 
     @extend_schema(
         operation_id="checkout_report_tx",
         request=TxReportSerializer,
-        responses={200: CheckoutSerializer},
+        responses={
+            200: CheckoutSerializer,
+            400: OpenApiResponse(description="invalid_tx_hash"),
+            409: OpenApiResponse(description="invalid_state / checkout_expired / too_many_tx_hashes"),
+            429: OpenApiResponse(description="throttled (scope checkout_tx)"),
+        },
         tags=["checkout"],
     )
     def post(self, request, public_id):

@@ -8,12 +8,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import structlog
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from billing.chain.confirmation import applicable_block
 from billing.dispatch import enqueue_on_commit
-from billing.models import PaymentTransaction, TxStatus
+from billing.models import PaymentTransaction, TransactionStatusChange, TxStatus
 from billing.services.chain_sync import observed_from_raw
 from billing.services.ledger import transaction_set_status
 from billing.services.payments import GasFacts, payment_mark_failed, payment_observe_paid
@@ -33,6 +34,17 @@ class SubmitError(Exception):
         self.field = field
 
 
+def reported_tx_hashes(*, transaction_id: int) -> set[str]:
+    """The distinct hashes the client reported for one checkout (each report is a `submitted` history row)."""
+    return {
+        h
+        for h in TransactionStatusChange.objects.filter(
+            transaction_id=transaction_id, to_status=TxStatus.SUBMITTED
+        ).values_list("details__tx_hash", flat=True)
+        if h
+    }
+
+
 @transaction.atomic
 def transaction_submit(*, tx: PaymentTransaction, tx_hash: str, actor: str) -> PaymentTransaction:
     from django.core.exceptions import ValidationError
@@ -48,6 +60,17 @@ def transaction_submit(*, tx: PaymentTransaction, tx_hash: str, actor: str) -> P
     if locked.status in (TxStatus.PENDING, TxStatus.SUBMITTED, TxStatus.FAILED):
         if locked.expires_at and locked.status == TxStatus.FAILED and locked.expires_at < timezone.now():
             raise SubmitError("checkout_expired", "The checkout's deadline has passed.", status=409)
+        reported = reported_tx_hashes(transaction_id=locked.pk)
+        limit = settings.BILLING_CHECKOUT_MAX_TX_HASHES
+        if tx_hash not in reported and len(reported) >= limit:
+            # Each new hash is a status-history row and a receipt check: a client may not make them unbounded.
+            raise SubmitError(
+                "too_many_tx_hashes",
+                f"This checkout already has {len(reported)} reported transactions (at most {limit}); "
+                "start a new checkout.",
+                field="tx_hash",
+                status=409,
+            )
         transaction_set_status(
             tx=locked,
             status=TxStatus.SUBMITTED,
