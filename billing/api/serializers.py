@@ -672,6 +672,7 @@ class TransactionSerializer(serializers.ModelSerializer):
             "confirmed_at",
             "refunded_at",
             "refund_tx_hash",
+            "refund_status",
             "created_at",
             "updated_at",
         ]

@@ -36,6 +36,7 @@ from billing.models import (
     PaymentContract,
     PaymentProvider,
     PaymentTransaction,
+    RefundStatus,
     Token,
     TxStatus,
     can_transition,
@@ -390,15 +391,18 @@ def _tx_row(tx: PaymentTransaction, params: QueryDict | None = None) -> dict:
         "retry_refund_url": base + "retry-refund/",
         "amount": format_amount(tx.amount_display, tx.token.symbol),
         "explorer": tx.explorer_url,
-        # Polled until settled: a pending/submitted payment, or a refund sent and not yet seen on chain.
-        "live": tx.status in LIVE_STATUSES or (bool(tx.refund_tx_hash) and tx.status != TxStatus.REFUNDED),
+        # Polled until settled: a pending/submitted payment, or a refund on its way (sent, or mined and not yet
+        # seen by the ledger).
+        "live": tx.status in LIVE_STATUSES
+        or (tx.refund_status in (RefundStatus.IN_FLIGHT, RefundStatus.MINED) and tx.status != TxStatus.REFUNDED),
         "can_refund": _can_refund(tx),
         "can_retry_refund": _can_retry_refund(tx),
     }
 
 
 def _can_refund(tx: PaymentTransaction) -> bool:
-    return can_transition(tx.status, TxStatus.REFUNDED) and not tx.refund_tx_hash
+    """A first refund: none sent yet (a failed one offers Retry refund instead)."""
+    return can_transition(tx.status, TxStatus.REFUNDED) and not tx.refund_tx_hash and not tx.refund_status
 
 
 def _retry_refund_service():
@@ -407,7 +411,12 @@ def _retry_refund_service():
 
 
 def _can_retry_refund(tx: PaymentTransaction) -> bool:
-    return _retry_refund_service() is not None and bool(tx.refund_tx_hash) and tx.status != TxStatus.REFUNDED
+    """The last refund failed (reverted, stuck at the gas cap, never sent) and the payment can still be refunded."""
+    return (
+        _retry_refund_service() is not None
+        and tx.refund_status == RefundStatus.FAILED
+        and can_transition(tx.status, TxStatus.REFUNDED)
+    )
 
 
 def _keyset(qs, sort: str, cursor: dict | None):

@@ -20,6 +20,10 @@ class OperatorTransaction(models.Model):
         MINED = "mined"
         REVERTED = "reverted"
         FAILED = "failed", "failed (never broadcast)"
+        # Pending longer than stuck_tx_seconds with no room under the gas cap for a higher fee. Still
+        # watched (it may land, or be bumped once the cap is raised); a retry replaces its nonce.
+        STUCK = "stuck", "stuck (at the gas cap)"
+        REPLACED = "replaced", "replaced (by a retry with the same nonce)"
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.NEW)
@@ -49,6 +53,14 @@ class OperatorTransaction(models.Model):
     effective_gas_price = TokenAmountField(null=True, blank=True, help_text="wei per gas")
     fee = TokenAmountField(null=True, blank=True, help_text="gas_used * effective_gas_price, wei")
     replacements = models.PositiveSmallIntegerField(default=0)
+    retry_of = models.ForeignKey(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="retries",
+        help_text="The failed, reverted or stuck operator transaction this one retries.",
+    )
     requested_by = models.CharField(max_length=128)
     reason = models.CharField(max_length=500, blank=True)
     error = models.TextField(blank=True)
@@ -63,11 +75,12 @@ class OperatorTransaction(models.Model):
             models.UniqueConstraint(
                 # A `failed` row never reached a node: its nonce is free for the next transaction.
                 fields=["chain_id", "sender", "nonce"],
-                condition=models.Q(nonce__isnull=False) & ~models.Q(status="failed"),
+                # A `replaced` row's nonce went to the retry that replaced it.
+                condition=models.Q(nonce__isnull=False) & ~models.Q(status__in=["failed", "replaced"]),
                 name="operator_tx_unique_nonce",
             ),
             models.CheckConstraint(
-                condition=models.Q(status__in=["new", "pending", "mined", "reverted", "failed"]),
+                condition=models.Q(status__in=["new", "pending", "mined", "reverted", "failed", "stuck", "replaced"]),
                 name="operator_tx_status_valid",
             ),
             models.CheckConstraint(condition=models.Q(value__lte=UINT256_MAX), name="operator_tx_value_uint256"),

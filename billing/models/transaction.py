@@ -48,6 +48,15 @@ def can_transition(old: str, new: str) -> bool:
     return new in ALLOWED_TRANSITIONS.get(old, frozenset())
 
 
+class RefundStatus(models.TextChoices):
+    """Where the operator's refund of a payment stands (the ledger's `refunded` follows the chain's log)."""
+
+    NONE = "", "none"
+    IN_FLIGHT = "in_flight", "in flight (sent, not settled)"
+    FAILED = "failed", "failed (reverted, stuck at the gas cap or never sent): can be retried"
+    MINED = "mined", "mined (the ledger follows the Refunded log)"
+
+
 class ProductType(models.TextChoices):
     PLAN = "plan"
 
@@ -88,6 +97,7 @@ class PaymentTransaction(models.Model):
     confirmed_at = models.DateTimeField(null=True, blank=True)
     refunded_at = models.DateTimeField(null=True, blank=True)
     refund_tx_hash = models.CharField(max_length=66, blank=True)
+    refund_status = models.CharField(max_length=16, choices=RefundStatus.choices, default="", blank=True)
     checkout_payload = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

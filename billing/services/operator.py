@@ -26,10 +26,12 @@ from billing.models import (
     OperatorTransaction,
     OutboxDelivery,
     PaymentTransaction,
+    RefundStatus,
     TxStatus,
     can_transition,
 )
 from billing.services.webhooks import inbound_event_process
+from billing_project.logging import mask_url
 
 log = structlog.get_logger(__name__)
 
@@ -109,19 +111,37 @@ def transaction_refund(*, tx: PaymentTransaction, actor, reason: str) -> ActionR
     Runs outside any transaction: the operator transaction row is committed (with the payment locked and
     checked) before anything is signed or broadcast, so a crash or a timeout after the broadcast leaves a
     row the sweep settles (billing.services.operator_txs).
+
+    A payment whose last refund failed (`refund_status` failed: reverted, stuck at the gas cap, or never
+    sent) gets a new attempt: a new operator transaction that records which one it retries (a stuck one is
+    replaced with the same nonce and a higher fee), audited as `refund_retry`. One still in flight, or
+    mined and waiting for the ledger to see its log, answers `refund_in_flight`.
     """
     with acting_user(actor), transaction.atomic(durable=True):
         locked = PaymentTransaction.objects.select_for_update().select_related("contract__network").get(pk=tx.pk)
         if not can_transition(locked.status, TxStatus.REFUNDED):
             raise OperatorActionError("refund_not_allowed", f"A {locked.status} transaction cannot be refunded.")
-        in_flight = locked.operator_transactions.filter(
-            kind=OperatorTransaction.Kind.REFUND,
-            status__in=[OperatorTransaction.Status.NEW, OperatorTransaction.Status.PENDING],
-        ).exists()
-        if locked.refund_tx_hash or in_flight:
+        # A stuck refund still holds its nonce in the mempool: a retry must replace it, whatever failed since.
+        refunds = locked.operator_transactions.filter(kind=OperatorTransaction.Kind.REFUND).order_by(
+            "-created_at", "-id"
+        )
+        last = (
+            refunds.filter(status=OperatorTransaction.Status.STUCK).first()
+            or refunds.exclude(status=OperatorTransaction.Status.REPLACED).first()
+        )
+        retry_of = None
+        if locked.refund_status == RefundStatus.FAILED:
+            retry_of = last
+        elif locked.refund_status or locked.refund_tx_hash:
             raise OperatorActionError("refund_in_flight", "A refund transaction was already sent for this payment.")
         calldata = _refund_calldata(locked)
         details = {"reason": reason, "actor": _actor_label(actor), "status": locked.status}
+        if retry_of is not None:
+            details.update(
+                retry_of_operator_tx=retry_of.pk,
+                retry_of_status=retry_of.status,
+                retry_of_error=mask_url(retry_of.error or "")[:300],
+            )
         try:
             sender = importlib.import_module("billing.chain.sender")
             sender.operator_account()
@@ -141,8 +161,23 @@ def transaction_refund(*, tx: PaymentTransaction, actor, reason: str) -> ActionR
             requested_by=_actor_label(actor),
             reason=reason,
             payment=locked,
+            retry_of=retry_of,
         )
+        if retry_of is not None:
+            _audit_note(
+                instance=locked, actor=actor, note="refund_retry", details={**details, "operator_tx_id": row.pk}
+            )
     return _refund_broadcast(tx=locked, row=row, actor=actor, details=details)
+
+
+def transaction_refund_retry(*, tx: PaymentTransaction, actor, reason: str) -> ActionResult:
+    """Retry a refund that failed (reverted, stuck at the gas cap, never sent): transaction_refund, which
+    starts a new attempt for such a payment; refused unless the last refund failed."""
+    if tx.refund_status != RefundStatus.FAILED:
+        raise OperatorActionError(
+            "refund_not_failed", "Only a refund that failed (reverted, stuck or never sent) can be retried."
+        )
+    return transaction_refund(tx=tx, actor=actor, reason=reason)
 
 
 def _refund_broadcast(*, tx: PaymentTransaction, row, actor, details: dict) -> ActionResult:
@@ -160,6 +195,7 @@ def _refund_broadcast(*, tx: PaymentTransaction, row, actor, details: dict) -> A
                 )
             raise OperatorActionError("refund_failed", f"The refund was not sent: {str(exc)[:300]}")
         refund_tx_hash = row.tx_hashes[-1]
+        retried = " (a retry)" if row.retry_of_id else ""
         with transaction.atomic():
             _audit_note(
                 instance=tx,
@@ -169,14 +205,15 @@ def _refund_broadcast(*, tx: PaymentTransaction, row, actor, details: dict) -> A
             )
     tx.refresh_from_db()
     log.info("operator.refund_sent", transaction_id=tx.pk, tx_hash=refund_tx_hash, user_id=actor.pk)
+    result = "refund_retried" if row.retry_of_id else "refund_sent"
     if row.status == OperatorTransaction.Status.NEW:
         return ActionResult(
-            "refund_sent",
+            result,
             f"The refund {refund_tx_hash} was signed and broadcast, but the node did not confirm receiving it; "
             "the operator transaction sweep checks it and sends the same transaction again if needed.",
             tx,
         )
-    return ActionResult("refund_sent", "The refund transaction was sent; the ledger follows the chain.", tx)
+    return ActionResult(result, f"The refund transaction was sent{retried}; the ledger follows the chain.", tx)
 
 
 def transaction_reprocess(*, tx: PaymentTransaction, actor, reason: str) -> ActionResult:

@@ -25,7 +25,10 @@ from django.utils import timezone
 
 from billing.chain.rpc import JsonRpcError
 from billing.chain.sender import (
+    MIN_FEE_BUMP_PERCENT,
     SentTx,
+    _gas_cap,
+    _replacement_fees,
     broadcast,
     find_receipt,
     nonce_in_use,
@@ -35,15 +38,26 @@ from billing.chain.sender import (
     reserve_nonce,
     sign_transaction,
 )
-from billing.models import CryptoConfig, Network, OperatorTransaction, PaymentTransaction
+from billing.models import CryptoConfig, Network, OperatorTransaction, PaymentTransaction, RefundStatus
+from billing.services.notices import ops_notice
 from billing_project.logging import error_text
 
 log = structlog.get_logger(__name__)
 
 # A `new` row younger than this may still be in its sender's hands; older, the sweep settles it.
 NEW_ROW_GRACE_SECONDS = 60
-# The statuses whose nonce is taken (a `failed` row never reached a node).
-NONCE_HOLDING = (OperatorTransaction.Status.NEW, OperatorTransaction.Status.PENDING)
+# The statuses whose nonce is taken (a `failed` row never reached a node; a `replaced` one gave its nonce to
+# the retry that replaced it). The sweep watches these.
+NONCE_HOLDING = (OperatorTransaction.Status.NEW, OperatorTransaction.Status.PENDING, OperatorTransaction.Status.STUCK)
+# What a refund's operator transaction says about the payment's refund (PaymentTransaction.refund_status).
+REFUND_STATUS = {
+    OperatorTransaction.Status.NEW: RefundStatus.IN_FLIGHT,
+    OperatorTransaction.Status.PENDING: RefundStatus.IN_FLIGHT,
+    OperatorTransaction.Status.MINED: RefundStatus.MINED,
+    OperatorTransaction.Status.REVERTED: RefundStatus.FAILED,
+    OperatorTransaction.Status.FAILED: RefundStatus.FAILED,
+    OperatorTransaction.Status.STUCK: RefundStatus.FAILED,
+}
 
 
 class OperatorTxRefused(Exception):
@@ -75,11 +89,50 @@ def _error_text(exc: Exception) -> str:
 
 
 def _mark_failed(row: OperatorTransaction, error: str) -> None:
+    """Nothing was sent (the caller is told at once, so no ops notice)."""
     with transaction.atomic(durable=True):
-        OperatorTransaction.objects.filter(pk=row.pk).update(
-            status=OperatorTransaction.Status.FAILED, error=error, updated_at=timezone.now()
+        row.status, row.error = OperatorTransaction.Status.FAILED, error
+        row.save(update_fields=["status", "error", "updated_at"])
+        if row.retry_of_id:  # a refused replacement: the stuck one it meant to replace is still out there
+            OperatorTransaction.objects.filter(pk=row.retry_of_id, status=OperatorTransaction.Status.REPLACED).update(
+                status=OperatorTransaction.Status.STUCK, updated_at=timezone.now()
+            )
+        _settled(row, notify=False)
+
+
+def _settled(row: OperatorTransaction, *, notify: bool = True) -> None:
+    """After a row changed status, in the transaction that changed it: a refund's payment follows
+    (`refund_status`, and the hash on its way), and a refund or withdrawal that reverted, failed in the
+    sweep or is stuck at the gas cap is reported to ops once per operator transaction and status."""
+    if row.kind == OperatorTransaction.Kind.REFUND and row.payment_id and row.status in REFUND_STATUS:
+        fields = {"refund_status": REFUND_STATUS[row.status], "updated_at": timezone.now()}
+        if row.status in (OperatorTransaction.Status.PENDING, OperatorTransaction.Status.MINED) and row.tx_hashes:
+            fields["refund_tx_hash"] = row.mined_tx_hash or row.tx_hashes[-1]
+        PaymentTransaction.objects.filter(pk=row.payment_id).update(**fields)
+    failed = (OperatorTransaction.Status.REVERTED, OperatorTransaction.Status.FAILED, OperatorTransaction.Status.STUCK)
+    if notify and row.status in failed:
+        kind = f"{row.kind}_failed"
+        what = "Refund" if row.kind == OperatorTransaction.Kind.REFUND else "Withdrawal"
+        how = {
+            OperatorTransaction.Status.REVERTED: "reverted on chain",
+            OperatorTransaction.Status.FAILED: "was never sent",
+            OperatorTransaction.Status.STUCK: "is stuck at the gas cap",
+        }[row.status]
+        ops_notice(
+            kind=kind,
+            key=f"{kind}:operator_tx:{row.pk}:{row.status}",
+            title=f"{what} {how} (operator transaction {row.pk})",
+            body=(row.error or "")[:1000]
+            + " A billing admin can retry it (console, or POST /v1/billing/admin/transactions/{id}/refund).",
+            data={
+                "operator_tx_id": row.pk,
+                "status": row.status,
+                "payment_id": row.payment_id,
+                "network": row.network_id,
+                "tx_hash": row.mined_tx_hash or (row.tx_hashes[-1] if row.tx_hashes else ""),
+            },
         )
-    row.status, row.error = OperatorTransaction.Status.FAILED, error
+        log.warning("operator_tx.failed", row_id=row.pk, kind=row.kind, status=row.status)
 
 
 def _nonce_floor(sent: SentTx, *, exclude_pk: int) -> int:
@@ -125,15 +178,7 @@ def _mark_pending(row: OperatorTransaction, signed: SentTx, *, now: datetime | N
         row.status = OperatorTransaction.Status.PENDING
         row.last_sent_at = now or timezone.now()
         row.save(update_fields=["status", "last_sent_at", "updated_at"])
-        _after_broadcast(row)
-
-
-def _after_broadcast(row: OperatorTransaction) -> None:
-    """A refund's payment learns the hash of the refund on its way (the ledger still follows the chain)."""
-    if row.kind == OperatorTransaction.Kind.REFUND and row.payment_id and row.tx_hashes:
-        PaymentTransaction.objects.filter(pk=row.payment_id).update(
-            refund_tx_hash=row.tx_hashes[-1], updated_at=timezone.now()
-        )
+        _settled(row)
 
 
 def operator_tx_create(
@@ -146,9 +191,11 @@ def operator_tx_create(
     reason: str = "",
     value: int = 0,
     payment: PaymentTransaction | None = None,
+    retry_of: OperatorTransaction | None = None,
 ) -> OperatorTransaction:
-    """Step 1, in the caller's transaction: the row, `new`. The caller commits it, then operator_tx_broadcast."""
-    return OperatorTransaction.objects.create(
+    """Step 1, in the caller's transaction: the row, `new`. The caller commits it, then operator_tx_broadcast.
+    `retry_of`: the failed, reverted or stuck row this one retries (a stuck one is replaced: same nonce)."""
+    row = OperatorTransaction.objects.create(
         kind=kind,
         network=network,
         chain_id=network.chain_id,
@@ -158,7 +205,10 @@ def operator_tx_create(
         payment=payment,
         requested_by=requested_by,
         reason=reason[:500],
+        retry_of=retry_of,
     )
+    _settled(row)
+    return row
 
 
 def operator_tx_broadcast(*, row: OperatorTransaction, client) -> OperatorTransaction:
@@ -166,6 +216,8 @@ def operator_tx_broadcast(*, row: OperatorTransaction, client) -> OperatorTransa
 
     Returns the row `pending`, or still `new` when the broadcast's outcome is unknown (a timeout: the sweep
     settles it). Raises OperatorTxRefused (the row `failed`) when nothing was sent."""
+    if row.retry_of_id and row.retry_of.status == OperatorTransaction.Status.STUCK:
+        return _broadcast_replacement(row=row, client=client)
     try:
         prepared = prepare_transaction(client=client, to=row.to, data=row.data, value=int(row.value))
     except Exception as exc:  # fees above the cap, a call that would revert, RPC down: nothing signed
@@ -194,6 +246,64 @@ def operator_tx_broadcast(*, row: OperatorTransaction, client) -> OperatorTransa
         return row
     _mark_failed(row, f"No free nonce for {prepared.sender} on chain {prepared.chain_id} after 3 tries.")
     raise OperatorTxRefused(row, row.error)
+
+
+def _broadcast_replacement(*, row: OperatorTransaction, client) -> OperatorTransaction:
+    """A retry of a stuck transaction: the same nonce, fees at least 10 % (fee_bump_percent) above the stuck
+    version and within the gas cap as it is now (an admin raised it, or the network calmed down). The stuck
+    row becomes `replaced`; this row carries every version's hash, so whichever lands is recorded here."""
+    config = CryptoConfig.load()
+    error = ""
+    with transaction.atomic(durable=True):
+        stuck = OperatorTransaction.objects.select_for_update().get(pk=row.retry_of_id)
+        percent = max(MIN_FEE_BUMP_PERCENT, int(config.fee_bump_percent))
+        fees = None
+        if stuck.status != OperatorTransaction.Status.STUCK:
+            error = f"Operator transaction {stuck.pk} is {stuck.status} now, no longer stuck: nothing to replace."
+        else:
+            fees = _replacement_fees(client, _sent(stuck), percent=percent, cap=_gas_cap(config))
+            if fees is None:
+                error = (
+                    f"The gas cap ({config.gas_cap_wei} wei) leaves no room for a fee {percent} % above the stuck "
+                    f"version ({stuck.max_fee_per_gas} wei): raise CryptoConfig.gas_cap_wei, then retry."
+                )
+        if error:
+            row.status, row.error = OperatorTransaction.Status.FAILED, error
+            row.save(update_fields=["status", "error", "updated_at"])
+            _settled(row, notify=False)
+        else:
+            stuck.status = OperatorTransaction.Status.REPLACED
+            stuck.save(update_fields=["status", "updated_at"])
+            signed, raw = sign_transaction(
+                replace(
+                    _sent(stuck),
+                    max_fee_per_gas=fees.max_fee_per_gas,
+                    max_priority_fee_per_gas=fees.max_priority_fee_per_gas,
+                )
+            )
+            row.sender, row.nonce, row.gas = signed.sender, signed.nonce, signed.gas
+            row.max_fee_per_gas = signed.max_fee_per_gas
+            row.max_priority_fee_per_gas = signed.max_priority_fee_per_gas
+            row.tx_hashes = list(signed.hashes)
+            row.save()
+    if error:
+        raise OperatorTxRefused(row, error)
+    try:
+        broadcast(client, raw, signed.tx_hash)
+    except JsonRpcError as exc:
+        if "nonce too low" in str(exc).lower():
+            # A version of the stuck one was mined meanwhile: this row holds its hash, the sweep records it.
+            _mark_pending(row, signed)
+            return row
+        _mark_failed(row, _error_text(exc))
+        raise OperatorTxRefused(row, row.error) from exc
+    except Exception as exc:  # unknown outcome: the sweep settles the `new` row
+        row.error = _error_text(exc)
+        OperatorTransaction.objects.filter(pk=row.pk).update(error=row.error, updated_at=timezone.now())
+        return row
+    _mark_pending(row, signed)
+    log.info("operator_tx.replacement_sent", row_id=row.pk, replaces=row.retry_of_id, tx_hash=signed.tx_hash)
+    return row
 
 
 def operator_tx_send(
@@ -233,6 +343,7 @@ def _settle_new(row: OperatorTransaction, client, now: datetime) -> str:
         row.status = OperatorTransaction.Status.FAILED
         row.error = "The sender stopped before signing: nothing was sent."
         row.save(update_fields=["status", "error", "updated_at"])
+        _settled(row)
         return "failed"
     if find_receipt(client, tuple(row.tx_hashes)) is not None:
         return ""  # the receipt branch records it
@@ -242,25 +353,28 @@ def _settle_new(row: OperatorTransaction, client, now: datetime) -> str:
             row.status = OperatorTransaction.Status.FAILED
             row.error = f"Never broadcast, and nonce {row.nonce} was used by another transaction."
             row.save(update_fields=["status", "error", "updated_at"])
+            _settled(row)
             return "failed"
         signed, raw = sign_transaction(replace(_sent(row), hashes=()))
         if signed.tx_hash.lower() != row.tx_hashes[-1].lower():
             row.status = OperatorTransaction.Status.FAILED
             row.error = "Never broadcast, and the operator key changed: cannot sign the same transaction again."
             row.save(update_fields=["status", "error", "updated_at"])
+            _settled(row)
             return "failed"
         broadcast(client, raw, signed.tx_hash)
         remember_broadcast(signed)
     row.status = OperatorTransaction.Status.PENDING
     row.last_sent_at = now
     row.save(update_fields=["status", "last_sent_at", "updated_at"])
-    _after_broadcast(row)
+    _settled(row)
     log.info("operator_tx.recovered", row_id=row.pk, kind=row.kind, tx_hash=row.tx_hashes[-1])
     return "recovered"
 
 
 def operator_tx_watch(*, row_id: int, client=None, now: datetime | None = None) -> str:
-    """One look at a pending operator transaction: mined | reverted | replaced | waiting | skipped."""
+    """One look at an unsettled operator transaction:
+    mined | reverted | replaced | waiting | stuck | recovered | failed | skipped."""
     from billing.chain.rpc import ChainClient
 
     now = now or timezone.now()
@@ -294,7 +408,10 @@ def operator_tx_watch(*, row_id: int, client=None, now: datetime | None = None) 
                 row.gas_used = int(gas_used, 16)
                 row.effective_gas_price = int(gas_price, 16)
                 row.fee = row.gas_used * row.effective_gas_price
+            if not ok:
+                row.error = f"Reverted on chain in block {row.block_number} ({row.mined_tx_hash})."
             row.save()
+            _settled(row)
             log.info(
                 "operator_tx.mined",
                 tx_hash=row.mined_tx_hash,
@@ -307,23 +424,40 @@ def operator_tx_watch(*, row_id: int, client=None, now: datetime | None = None) 
         if row.last_sent_at and now - row.last_sent_at < timedelta(seconds=config.stuck_tx_seconds):
             return "waiting"
         current = replace_once(client=client, sent=_sent(row), fee_bump_percent=config.fee_bump_percent, config=config)
+        replaced = len(current.hashes) > len(row.tx_hashes)
+        capped = not replaced and (current.max_fee_per_gas, current.max_priority_fee_per_gas) == (
+            row.max_fee_per_gas,
+            row.max_priority_fee_per_gas,
+        )
         row.max_fee_per_gas = current.max_fee_per_gas
         row.max_priority_fee_per_gas = current.max_priority_fee_per_gas
-        replaced = len(current.hashes) > len(row.tx_hashes)
         row.tx_hashes = list(current.hashes)
         row.last_sent_at = now
+        was = row.status
         if replaced:
             row.replacements += 1
+            row.status = OperatorTransaction.Status.PENDING
+        elif capped:
+            row.status = OperatorTransaction.Status.STUCK
+            row.error = (
+                f"Pending for over {config.stuck_tx_seconds} s at {row.max_fee_per_gas} wei per gas, and the gas cap "
+                f"({config.gas_cap_wei} wei) leaves no room for a higher fee."
+            )
         row.save()
+        if row.status != was:
+            _settled(row)
+        if capped:
+            return "stuck"
         return "replaced" if replaced else "waiting"
 
 
 def operator_txs_pending_ids(*, limit: int = 200, now: datetime | None = None) -> list[int]:
-    """Rows the sweep looks at: pending ones, and `new` ones their sender left behind (older than the grace)."""
+    """Rows the sweep looks at: pending and stuck ones, and `new` ones their sender left behind (older than
+    the grace)."""
     left_behind = (now or timezone.now()) - timedelta(seconds=NEW_ROW_GRACE_SECONDS)
     return list(
         OperatorTransaction.objects.filter(
-            Q(status=OperatorTransaction.Status.PENDING)
+            Q(status__in=[OperatorTransaction.Status.PENDING, OperatorTransaction.Status.STUCK])
             | Q(status=OperatorTransaction.Status.NEW, created_at__lte=left_behind)
         )
         .order_by("last_sent_at", "pk")

@@ -356,28 +356,33 @@ def test_refund_without_operator_key_is_recorded_and_audited_with_the_actor(bill
     assert refused.status_code == 409 and "cannot be refunded" in refused["X-Console-Error"]
 
 
-def test_retry_refund_shows_only_when_the_service_offers_it(billing_admin_user, world, monkeypatch):
-    from billing.services import operator
-
+def test_retry_refund_is_offered_only_for_a_failed_refund_and_runs_the_real_service(
+    billing_admin_user, world, settings
+):
+    settings.BILLING_OPERATOR_KEY = ""  # the real service validates and audits, sends nothing
     tx = world["tx"]
-    m.PaymentTransaction.objects.filter(pk=tx.pk).update(refund_tx_hash=f.random_hash())
     client = login(billing_admin_user)
-    page = client.get(u("transactions")).content.decode()
-    if not hasattr(operator, "transaction_refund_retry"):
-        assert 'data-action="retry-refund"' not in page
-        assert client.post(u("transaction-retry-refund", tx.public_id), {"reason": "x"}).status_code == 409
-    calls = []
 
-    def fake_retry(*, tx, actor, reason):
-        calls.append((tx.pk, actor.pk, reason))
-        return operator.ActionResult("refund_retried", "sent again", tx)
+    def menu():
+        html = client.get(u("transactions")).content.decode()
+        row = html[html.index(f'data-menu="{tx.public_id}"') :]
+        return row[: row.index("</details>")]
 
-    monkeypatch.setattr(operator, "transaction_refund_retry", fake_retry, raising=False)
-    assert 'data-action="retry-refund"' in client.get(u("transactions")).content.decode()
+    m.PaymentTransaction.objects.filter(pk=tx.pk).update(refund_tx_hash=f.random_hash(), refund_status="in_flight")
+    assert 'data-action="retry-refund"' not in menu() and 'data-action="refund"' not in menu()
+    refused = htmx(
+        client, "post", u("transaction-retry-refund", tx.public_id), target="console-drawer", data={"reason": "x"}
+    )
+    assert refused.status_code == 409 and "Only a refund that failed" in refused["X-Console-Error"]
+
+    m.PaymentTransaction.objects.filter(pk=tx.pk).update(refund_status="failed")
+    assert 'data-action="retry-refund"' in menu() and 'data-action="refund"' not in menu()
     response = htmx(
         client, "post", u("transaction-retry-refund", tx.public_id), target="console-drawer", data={"reason": "stuck"}
     )
-    assert response.status_code == 200 and calls == [(tx.pk, billing_admin_user.pk, "stuck")]
+    assert response.status_code == 200 and 'data-action-result="refund_requested"' in response.content.decode()
+    entry = LogEntry.objects.get_for_object(tx).get(changes__operator_action__1="refund_requested")
+    assert entry.actor == billing_admin_user and entry.additional_data["reason"] == "stuck"
 
 
 # --- operations ----------------------------------------------------------------------------------------------
