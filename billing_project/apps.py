@@ -7,4 +7,13 @@ class ConsoleAdminConfig(AdminConfig):
     def ready(self):
         super().ready()  # autodiscover: every app's admin.py has run
         # Third-party admins (auth, auditlog) re-registered on Unfold's ModelAdmin, so every page has the theme.
-        from billing_project import admin_third_party  # noqa: F401
+        # The component gallery shows billing's and overview's parts together, so it is mounted here.
+        from django.contrib import admin
+        from django.urls import path
+
+        from billing_project import (
+            admin_third_party,  # noqa: F401
+            gallery,
+        )
+
+        admin.site.register_console_urls("gallery/", [path("", gallery.gallery_page, name="console-gallery")])

@@ -145,6 +145,7 @@ def sidebar_navigation(request: HttpRequest) -> list[dict]:
                 item("Overview", "monitoring", reverse_lazy("admin:index"), is_support),
                 item("Payments", "account_balance_wallet", payments, is_support),
                 item("Tariffs", "sell", tariffs, is_support),
+                item("Component gallery", "widgets", _link("admin:console-gallery"), is_billing_admin),
             ],
         },
         {

@@ -68,10 +68,18 @@ def _overview_part(name: str, query: str = "") -> str:
         return ""
 
 
+def _token(plan: Plan) -> Token | None:
+    try:
+        return plan.price_token
+    except Token.DoesNotExist:  # no token set yet
+        return None
+
+
 def price_text(plan: Plan) -> str:
-    if not plan.price_token_id:
+    token = _token(plan)
+    if token is None or plan.price_amount is None:
         return "—"
-    return f"{format_amount(plan.price_display, plan.price_token.symbol)} / {plan.interval}"
+    return f"{format_amount(plan.price_display, token.symbol)} / {plan.interval}"
 
 
 def limit_text(value) -> str:
@@ -82,7 +90,7 @@ def plan_card(plan: Plan) -> dict:
     return {
         "obj": plan,
         "price": price_text(plan),
-        "token": f"{plan.price_token.symbol}@{plan.price_token.network.slug}" if plan.price_token_id else "",
+        "token": f"{token.symbol}@{token.network.slug}" if (token := _token(plan)) else "",
         "limits": [(k, limit_text(v)) for k, v in sorted((plan.limits or {}).items())],
         "url": editor_url(plan),
     }

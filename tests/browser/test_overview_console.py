@@ -100,3 +100,16 @@ def test_overview_over_the_90_day_demo_history_has_no_empty_or_error_state(
     expect(page.locator("[data-withdrawals] li").first).to_be_visible()
     expect(page.locator("[data-incident]").first).to_be_visible()
     shot(page, "overview")
+
+
+def test_component_gallery_draws_every_section(live_server, as_user, billing_admin_user, shot):
+    page = as_user(billing_admin_user)
+    page.goto(f"{live_server.url}/admin/gallery/")
+    for section in ("kpi-cards", "revenue-chart", "providers", "plan-cards", "matrix", "states"):
+        expect(page.locator(f'[data-gallery="{section}"]')).to_be_visible()
+    assert page.evaluate("() => !!Chart.getChart(document.querySelector('#gallery-revenue canvas'))")
+    cell = page.locator('[data-gallery="matrix"] td.c-changed input').first
+    cell.fill(cell.get_attribute("data-original"))  # typing the stored value back clears the mark
+    expect(page.locator('[data-gallery="matrix"] td.c-changed')).to_have_count(1)
+    page.evaluate("() => window.scrollTo(0, 0)")
+    shot(page, "gallery")

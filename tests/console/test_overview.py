@@ -227,3 +227,16 @@ def test_inverse_kpi_card_colours_a_rise_as_bad_news():
         )
     )
     assert 'class="c-delta-down" data-delta="0.02">+2.00 pp' in html
+
+
+def test_component_gallery_renders_every_section_for_billing_admin_only(billing_admin_user, support_user):
+    response = login(billing_admin_user).get("/admin/gallery/")
+    html = response.content.decode()
+    assert response.status_code == 200
+    for section in ("kpi-cards", "revenue-chart", "providers", "plan-cards", "matrix", "states"):
+        assert f'data-gallery="{section}"' in html, section
+    assert html.count("data-kpi=") >= 6 and "data-console-chart=" in html
+    assert 'data-provider="evm-main"' in html and "Provider evm-main" in html
+    assert 'data-plan="pro-b"' in html and 'class="c-changed"' in html and "data-cell-error" in html
+    assert "data-console-empty" in html and "data-console-error" in html and "c-loading" in html
+    assert login(support_user).get("/admin/gallery/").status_code == 403
