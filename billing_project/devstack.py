@@ -40,6 +40,7 @@ ANVIL_BIN = BASE_DIR / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "b
 GUNICORN_CONF = Path(__file__).resolve().parent / "gunicorn.conf.py"
 
 DEFAULT_PORT = 8000
+FS_BROKER_URL = "filesystem://localhost//"  # the settings' default broker (kombu wants a host, then ignores it)
 DEFAULT_ANVIL_PORT = 8545
 CHAIN_ID = 31337
 DEMO_NETWORK = "anvil-local"
@@ -519,8 +520,8 @@ class Stack:
         chosen = {"BILLING_LOCAL_CHAIN_RPC": self.chain_rpc}
         if self.embedded_db:
             chosen["DATABASE_URL"] = self.db_uri
-        if self.env.get("CELERY_BROKER_URL") == "filesystem://":
-            chosen["CELERY_BROKER_URL"] = "filesystem://"
+        if self.env["CELERY_BROKER_URL"] == FS_BROKER_URL:
+            chosen["CELERY_BROKER_URL"] = FS_BROKER_URL
             chosen["CELERY_FS_BROKER_DIR"] = self.env["CELERY_FS_BROKER_DIR"]
         record = {"pid": os.getpid(), "started": psutil.Process().create_time(), "env": chosen}
         self.join_file.write_text(json.dumps(record))
@@ -564,8 +565,6 @@ class Stack:
             raise StackError(f"port {self.port} is already in use; set PORT to another one")
         env = dict(self.environ)
         env["PYTHONUNBUFFERED"] = "1"
-        # abnf (under siwe) warns about its own grammar at every import: 8 lines of noise per process.
-        env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"), "ignore:rule ':UserWarning"]))
         env.setdefault("DJANGO_SETTINGS_MODULE", "billing_project.settings")
 
         anvil_state = self.data_dir / "anvil-state.json"
@@ -589,9 +588,9 @@ class Stack:
             self.say(f"embedded PostgreSQL up in {time.monotonic() - started:.1f}s (data in {self.data_dir / 'pg'})")
         self.check_stop()
 
-        broker = env.get("CELERY_BROKER_URL") or "filesystem://"
+        broker = env.get("CELERY_BROKER_URL") or FS_BROKER_URL
         env["CELERY_BROKER_URL"] = broker
-        if broker == "filesystem://":
+        if broker == FS_BROKER_URL:
             broker_dir = Path(env.get("CELERY_FS_BROKER_DIR") or self.data_dir / "broker")
             for sub in ("out", "processed", "control"):
                 (broker_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -666,11 +665,19 @@ class Stack:
             )
         )
         celery = [self.python, "-m", "celery", "-A", "billing_project"]
+        # As root (a container, a CI runner) Celery warns that the worker runs as root; this stack listens on
+        # 127.0.0.1 and runs as whoever typed `make run`, so the warning says nothing new there.
+        worker_env = {
+            **self.env,
+            "PYTHONWARNINGS": ",".join(
+                filter(None, [self.env.get("PYTHONWARNINGS"), "ignore:You're running the worker with superuser"])
+            ),
+        }
         self.children.append(
             spawn(
                 "worker",
                 [*celery, "worker", "-l", "info", "--concurrency", "2", "-n", f"worker-{self.port}@%h"],
-                env=self.env,
+                env=worker_env,
                 console=self.console,
             )
         )

@@ -4,10 +4,15 @@ Embedded mode (`make run` without DATABASE_URL) starts PostgreSQL from the embed
 exports DATABASE_URL before Django starts, so this module only ever sees a URL.
 """
 
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
 import environ
+
+# abnf (the grammar parser under siwe) warns about its own grammar each time it is imported: eight lines of
+# noise in every process (manage.py, gunicorn, celery), nothing a reader can act on.
+warnings.filterwarnings("ignore", message=r"rule '\w+' redefines", module=r"abnf\.")
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = BASE_DIR / ".data"
@@ -129,8 +134,9 @@ UNFOLD = {
 }
 
 # --- Celery: messages are triggers; rows are the truth -------------------------------------------
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
-if CELERY_BROKER_URL == "filesystem://":
+# The filesystem transport ignores the host; naming one keeps kombu from warning that none was given.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost//")
+if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = Path(env.str("CELERY_FS_BROKER_DIR", default=str(DATA_DIR / "broker")))
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "out"),

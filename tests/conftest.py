@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group
@@ -85,6 +86,12 @@ def pytest_configure(config):
     from billing_project.celery import app
 
     app.conf.broker_url = "memory://"
+
+    # WhiteNoise serves from the finders here (WHITENOISE_USE_FINDERS) and warns when STATIC_ROOT, which
+    # collectstatic fills for `make run`, does not exist yet: give it the (git-ignored) folder.
+    from django.conf import settings
+
+    Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
 
 
 @pytest.fixture(autouse=True)
