@@ -10,6 +10,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from billing_project.errors import ServiceError
+
 
 class ApiError(exceptions.APIException):
     """A domain error with a stable code, raised by views (services raise their own exceptions)."""
@@ -39,7 +41,18 @@ def error_body(code: str, message: str, fields: dict | None = None) -> dict:
     return {"error": {"code": code, "message": message, "fields": fields or {}}}
 
 
+def service_error_response(exc: ServiceError) -> tuple[int, dict]:
+    """The HTTP status and the error body of a refused request: the one mapping of ServiceError."""
+    fields = exc.fields
+    if fields is None:
+        fields = {exc.field: [exc.message]} if exc.field else {}
+    return exc.status, error_body(exc.code, exc.message, fields)
+
+
 def exception_handler(exc, context):
+    if isinstance(exc, ServiceError):
+        status_code, body = service_error_response(exc)
+        return Response(body, status=status_code)
     if isinstance(exc, RequestDataTooBig):
         # Django would answer its HTML 400 page; the API answers its own shape, with the limit as the reason.
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE

@@ -18,6 +18,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from siwe.siwe import datetime_from_iso8601_string
 
+from billing_project.errors import ServiceError
 from profiles.models import SiweNonce, Wallet
 
 log = structlog.get_logger(__name__)
@@ -27,13 +28,11 @@ NONCE_TTL = timedelta(minutes=10)
 CLOCK_SKEW = timedelta(seconds=60)
 
 
-class SiweError(Exception):
+class SiweError(ServiceError):
+    """A Sign-In with Ethereum message or link refused; about the `message` field unless said otherwise."""
+
     def __init__(self, code: str, message: str, *, status: int = 400, field: str = "message"):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
-        self.field = field
+        super().__init__(code, message, status=status, field=field)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from rest_framework.views import APIView
 from billing.models import PaymentTransaction
 from billing.services.checkout import checkout_create
 from billing.services.idempotency import idempotent_run, request_fingerprint
-from billing.services.receipts import SubmitError, transaction_submit
-from billing_project.api_errors import ApiError, error_body
+from billing.services.receipts import transaction_submit
+from billing_project.api_errors import ApiError, error_body, service_error_response
 from billing_project.errors import ServiceError
 
 log = structlog.get_logger(__name__)
@@ -184,9 +184,9 @@ class CheckoutCreateView(APIView):
                 token_symbol=data.get("token"),
                 periods=data.get("periods", 1),
             )
-        except ServiceError as exc:
-            fields = {exc.field: [exc.message]} if exc.field else {}
-            return exc.status, error_body(exc.code, exc.message, fields), None
+        except ServiceError as exc:  # the idempotency record stores the same answer the handler would give
+            status_code, body = service_error_response(exc)
+            return status_code, body, None
         # The row comes back with its plan, network, contract, token and history attached: no reload.
         return 201, CheckoutSerializer(tx).data, tx.pk
 
@@ -219,10 +219,5 @@ class CheckoutTxView(APIView):
         tx = _load(request.user, public_id)
         serializer = TxReportSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            transaction_submit(tx=tx, tx_hash=serializer.validated_data["tx_hash"], actor=f"user:{request.user.pk}")
-        except SubmitError as exc:
-            raise ApiError(
-                exc.code, exc.message, status_code=exc.status, fields={exc.field: [exc.message]} if exc.field else None
-            ) from exc
+        transaction_submit(tx=tx, tx_hash=serializer.validated_data["tx_hash"], actor=f"user:{request.user.pk}")
         return Response(CheckoutSerializer(_load(request.user, public_id)).data, status=status.HTTP_200_OK)

@@ -269,10 +269,7 @@ class TransactionAdminViewSet(viewsets.ReadOnlyModelViewSet):
         body = OperatorActionSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         tx = self.get_object()
-        try:
-            result = fn(tx=tx, actor=request.user, reason=body.validated_data["reason"])
-        except operator.OperatorActionError as exc:
-            raise ApiError(exc.code, exc.message, status_code=status.HTTP_409_CONFLICT)
+        result = fn(tx=tx, actor=request.user, reason=body.validated_data["reason"])
         fresh = self.get_queryset().get(pk=tx.pk)
         code = status.HTTP_202_ACCEPTED if result.result.endswith("_requested") else status.HTTP_200_OK
         return Response(
@@ -362,8 +359,5 @@ class OutboxReplayView(generics.GenericAPIView):
     )
     def post(self, request: Request, id: int) -> Response:
         delivery = get_object_or_404(OutboxDelivery, pk=id)
-        try:
-            delivery = operator.outbox_replay(delivery=delivery, actor=request.user)
-        except operator.OperatorActionError as exc:
-            raise ApiError(exc.code, exc.message, status_code=status.HTTP_409_CONFLICT)
+        delivery = operator.outbox_replay(delivery=delivery, actor=request.user)
         return Response(OutboxDeliverySerializer(selectors.outbox_deliveries().get(pk=delivery.pk)).data)

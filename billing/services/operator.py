@@ -31,18 +31,17 @@ from billing.models import (
     can_transition,
 )
 from billing.services.webhooks import inbound_event_process
+from billing_project.errors import ServiceError
 from billing_project.logging import mask_url
 
 log = structlog.get_logger(__name__)
 
 
-class OperatorActionError(Exception):
-    """The action is not allowed for this object (maps to 409)."""
+class OperatorActionError(ServiceError):
+    """The action is not allowed for this object (409 unless said otherwise)."""
 
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
+    def __init__(self, code: str, message: str, *, status: int = 409):
+        super().__init__(code, message, status=status)
 
 
 @dataclass(frozen=True)

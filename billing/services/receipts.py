@@ -19,19 +19,15 @@ from billing.services.chain_sync import observed_from_raw
 from billing.services.ledger import transaction_set_status
 from billing.services.payments import GasFacts, payment_mark_failed, payment_observe_paid
 from billing.validators import validate_tx_hash
+from billing_project.errors import ServiceError
 
 log = structlog.get_logger(__name__)
 # A payment mined right at its deadline may be seen a little later: wait this long before expiring.
 EXPIRY_MARGIN = timedelta(minutes=2)
 
 
-class SubmitError(Exception):
-    def __init__(self, code: str, message: str, status: int = 400, field: str | None = None):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
-        self.field = field
+class SubmitError(ServiceError):
+    """A reported transaction hash refused (code, message, HTTP status, field)."""
 
 
 def reported_tx_hashes(*, transaction_id: int) -> set[str]:

@@ -46,6 +46,7 @@ from billing.services.payments import (
     payment_observe_refunded,
 )
 from billing.validators import abi_functions
+from billing_project.errors import ServiceError
 from billing_project.logging import mask_url
 
 log = structlog.get_logger(__name__)
@@ -67,8 +68,9 @@ class WebhookResult:
     event_id: int | None = None
 
 
-def _error(status: int, code: str, message: str, fields: dict | None = None) -> WebhookResult:
-    return WebhookResult(status, {"error": {"code": code, "message": message, "fields": fields or {}}})
+def _refused(status: int, code: str, message: str, fields: dict | None = None) -> ServiceError:
+    """A delivery refused at the door; the API answers it with its one error body (billing_project.api_errors)."""
+    return ServiceError(code, message, status=status, fields=fields or {})
 
 
 def _is_hash(value) -> bool:
@@ -194,12 +196,13 @@ _INSERT_SQL = (
 
 def webhook_receive(*, contract_slug: str, raw_body: bytes, signature_header: str) -> WebhookResult:
     """Check, validate and store one delivery (see the module docstring). One SQL statement for a known
-    contract whose cache entry is fresh; autocommit, so it is its own transaction."""
+    contract whose cache entry is fresh; autocommit, so it is its own transaction (a delivery stored as failed
+    stays stored when the 422 is raised). A refused delivery raises ServiceError (404, 401, 400, 422)."""
     from billing import metrics
 
     contract = webhook_contract(contract_slug)
     if contract is None:
-        return _error(404, "unknown_contract", f"No contract '{contract_slug}'.")
+        raise _refused(404, "unknown_contract", f"No contract '{contract_slug}'.")
     now = timezone.now()
     verification = _verifier().verify_webhook(
         raw_body=raw_body,
@@ -212,23 +215,23 @@ def webhook_receive(*, contract_slug: str, raw_body: bytes, signature_header: st
     if not contract.secret or not verification.ok:
         metrics.WEBHOOK_REJECTED.labels(contract=contract.slug, reason="signature").inc()
         log.warning("webhook.bad_signature", contract_slug=contract.slug, reason=verification.reason)
-        return _error(401, "invalid_signature", verification.reason or "No webhook secret is configured.")
+        raise _refused(401, "invalid_signature", verification.reason or "No webhook secret is configured.")
     if b"\x00" in raw_body or b"\\u0000" in raw_body:
         # PostgreSQL text and jsonb cannot hold NUL: refuse it here rather than fail the INSERT.
-        return _error(400, "malformed", "The body contains a NUL character.")
+        raise _refused(400, "malformed", "The body contains a NUL character.")
     try:
         body = json.loads(raw_body)
     except (ValueError, UnicodeDecodeError):
-        return _error(400, "malformed", "The body is not JSON.")
+        raise _refused(400, "malformed", "The body is not JSON.")
     except RecursionError:  # nesting deeper than the interpreter's recursion limit: hostile, not a 500
-        return _error(400, "malformed", "The body is nested too deeply.")
+        raise _refused(400, "malformed", "The body is nested too deeply.")
     errors = _validate(body)
     if errors:
-        return _error(400, "malformed", "The webhook body is not valid.", errors)
+        raise _refused(400, "malformed", "The webhook body is not valid.", errors)
     if body["chain_id"] != contract.chain_id:
-        return _error(400, "malformed", "chain_id is not the contract's chain.", {"chain_id": "Wrong chain."})
+        raise _refused(400, "malformed", "chain_id is not the contract's chain.", {"chain_id": "Wrong chain."})
     if body.get("contract_address") and body["contract_address"].lower() != contract.address:
-        return _error(400, "malformed", "contract_address is not this contract.", {"contract_address": "Wrong."})
+        raise _refused(400, "malformed", "contract_address is not this contract.", {"contract_address": "Wrong."})
 
     known_method = body["method"] in contract.methods
     params = [
@@ -253,13 +256,13 @@ def webhook_receive(*, contract_slug: str, raw_body: bytes, signature_header: st
     except IntegrityError:
         # Not a uniqueness conflict (ON CONFLICT absorbs those): the cached contract row is gone.
         webhook_contracts_forget()
-        return _error(404, "unknown_contract", f"No contract '{contract_slug}'.")
+        raise _refused(404, "unknown_contract", f"No contract '{contract_slug}'.")
     if row is None:
         metrics.WEBHOOK_RECEIVED.labels(contract=contract.slug, outcome="duplicate").inc()
         return WebhookResult(200, {"status": "duplicate"})
     if not known_method:
         metrics.WEBHOOK_RECEIVED.labels(contract=contract.slug, outcome="bad_method").inc()
-        return _error(
+        raise _refused(
             422,
             "unknown_method",
             f"'{body['method']}' is not a function in the contract's ABI.",

@@ -10,7 +10,6 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from billing_project.api_errors import ApiError
 from profiles import selectors, services
 from profiles.api.serializers import SiweNonceSerializer, SiweVerifySerializer, WalletSerializer
 
@@ -65,10 +64,7 @@ class SiweVerifyView(APIView):
     def post(self, request: Request) -> Response:
         body = SiweVerifySerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        try:
-            wallet = services.wallet_link_by_siwe(
-                user=request.user, message=body.validated_data["message"], signature=body.validated_data["signature"]
-            )
-        except services.SiweError as exc:
-            raise ApiError(exc.code, exc.message, status_code=exc.status, fields={exc.field: [exc.message]})
+        wallet = services.wallet_link_by_siwe(
+            user=request.user, message=body.validated_data["message"], signature=body.validated_data["signature"]
+        )
         return Response(WalletSerializer(wallet).data)
