@@ -1,5 +1,5 @@
-"""The webhook signature of api.md, used both ways: checking indexer deliveries and signing outgoing
-plan.changed.v1 deliveries.
+"""The webhook signature of docs/reference/api/contract.md, used both ways: checking indexer deliveries and
+signing outgoing plan.changed.v1 deliveries.
 
     X-Billing-Signature: t=<unix seconds>,v1=<hex>[,v1=<hex>]
     hex = HMAC-SHA256(secret, ascii(t) + b"." + raw_body)

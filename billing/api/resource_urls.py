@@ -1,4 +1,4 @@
-"""Plans catalog, me/*, admin/* endpoints (paths fixed by shared/spec/api.md; no trailing slashes)."""
+"""Plans catalog, me/*, admin/* endpoints (paths fixed by docs/reference/api/contract.md; no trailing slashes)."""
 
 from django.urls import path
 from rest_framework.routers import SimpleRouter

@@ -1,4 +1,4 @@
-"""Serializers of the billing API (public plans, /me, admin). Field names follow shared/spec/api.md.
+"""Serializers of the billing API (public plans, /me, admin). Field names follow docs/reference/api/contract.md.
 
 Writes go through billing.services.catalog; model `ValidationError`s come back keyed by model field
 name and are renamed here to the API's names (provider -> gateway_slug, contract -> contract_slug).
@@ -283,7 +283,8 @@ class PaymentOptionSerializer(serializers.Serializer):
 
 
 class PublicPlanSerializer(serializers.ModelSerializer):
-    """The anonymous plans catalog: api.md plan fields plus where each plan can be paid."""
+    """The anonymous plans catalog: the plan fields of docs/reference/api/contract.md plus where each plan
+    can be paid."""
 
     price_token = serializers.CharField(source="price_token.symbol")
     price_token_network = serializers.CharField(source="price_token.network.slug")

@@ -26,7 +26,7 @@ class TxStatus(models.TextChoices):
     UNMATCHED = "unmatched"
 
 
-# The one place that says which status may follow which (docs/reference/statuses in api.md).
+# The one place that says which status may follow which (docs/reference/api/contract.md, "Transaction statuses").
 # `failed` is not final while the checkout's deadline has not passed: a wallet retry may still confirm.
 # `expired` may still confirm: the chain is the truth if a payment mined at the deadline arrives late.
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {

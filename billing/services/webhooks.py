@@ -1,4 +1,4 @@
-"""Contract webhooks from an indexer (api.md "Webhook signature"), in two halves.
+"""Contract webhooks from an indexer (docs/reference/api/contract.md, "Webhook signature"), in two halves.
 
 The request (`webhook_receive`) only stores the delivery; it never calls the chain, publishes no broker
 message and builds no web3 object, ABI or adapter:

@@ -1,5 +1,5 @@
-"""The webhook request only stores the delivery (api.md "Webhook signature"): one INSERT for a cached
-contract, no chain call; workers claim the stored deliveries with SKIP LOCKED and verify them.
+"""The webhook request only stores the delivery (docs/reference/api/contract.md "Webhook signature"): one INSERT
+for a cached contract, no chain call; workers claim the stored deliveries with SKIP LOCKED and verify them.
 
 No anvil here: the contract's only RPC endpoint is a closed port, so anything that reached for the chain on
 the request path would show up as an error or a delay."""

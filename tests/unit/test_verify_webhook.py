@@ -1,4 +1,5 @@
-"""EvmProvider.verify_webhook: the X-Billing-Signature scheme of api.md, checked without a chain."""
+"""EvmProvider.verify_webhook: the X-Billing-Signature scheme of docs/reference/api/contract.md, checked
+without a chain."""
 
 from __future__ import annotations
 
