@@ -204,7 +204,7 @@ def _payments(cur, catalog: dict, *, payments: int, users: int, user_base: int, 
             token_id, amount, periods, status, order_id, external_id, payer_address, tx_hash, block_number,
             block_hash, log_index, gas_used, effective_gas_price, fee, usd_rate_at_checkout,
             usd_rate_at_confirmation, failure_reason, expires_at, submitted_at, confirmed_at, refunded_at,
-            refund_tx_hash, checkout_payload, created_at, updated_at)
+            refund_tx_hash, refund_status, checkout_payload, created_at, updated_at)
         SELECT gen_random_uuid(),
                CASE WHEN s.st = 'unmatched' THEN NULL ELSE %(user_base)s + s.u END,
                'plan', s.plan_id, s.plan_id, s.provider_id, s.contract_id, s.network_id, s.chain_id,
@@ -228,6 +228,7 @@ def _payments(cur, catalog: dict, *, payments: int, users: int, user_base: int, 
                                          + (20 + 100 * s.lat2 ^ 3) * interval '1 second' END,
                CASE WHEN s.st = 'refunded' THEN s.created + interval '1 hour' + s.lat2 * interval '5 days' END,
                CASE WHEN s.st = 'refunded' THEN '0x' || md5('r' || s.i) || md5('s' || s.i) ELSE '' END,
+               CASE WHEN s.st = 'refunded' THEN 'mined' ELSE '' END,
                '{"source": "bench-overview"}'::jsonb,
                s.created, s.created
         FROM (
