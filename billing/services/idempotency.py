@@ -1,8 +1,9 @@
 """Idempotency keys (docs/reference/api/contract.md, "Checkout idempotency"): one row per (user, scope, key)
-with the request fingerprint and the first response, kept at least 72 hours. The row is written in the same transaction as the work's rows (a checkout's
-ledger row), so both exist or neither; a concurrent request with the same key finds the key's advisory lock
-taken and gets 409 instead of doing the work twice. (Rows `in_progress` were written by the previous scheme,
-which committed the key before the work; they are still answered 409.)"""
+with the request fingerprint and the first response, kept at least 72 hours. The row is written in the same
+transaction as the work's rows (a checkout's ledger row), so both exist or neither; a concurrent request with
+the same key finds the key's advisory lock taken and gets 409 instead of doing the work twice. (Rows
+`in_progress` were written by the previous scheme, which committed the key before the work; they are still
+answered 409.)"""
 
 from __future__ import annotations
 

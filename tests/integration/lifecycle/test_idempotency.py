@@ -1,6 +1,6 @@
 """Checkout idempotency and input validation over HTTP (issue 4, docs/reference/api/contract.md "Checkout
-idempotency"): the same key and body replay the first answer and write nothing; the same key while the first request runs, or
-with another body, get their 409; bad input is a 4xx naming the field, with nothing written."""
+idempotency"): the same key and body replay the first answer and write nothing; the same key while the first
+request runs, or with another body, get their 409; bad input is a 4xx naming the field, with nothing written."""
 
 from __future__ import annotations
 

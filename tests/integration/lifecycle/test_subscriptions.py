@@ -1,5 +1,6 @@
 """Subscription rules (docs/subscriptions.md) and the plan.changed.v1 payload each change writes
-(docs/reference/api/contract.md "Events"). Ledger rows come from factories: no chain is needed for the rules themselves."""
+(docs/reference/api/contract.md "Events"). Ledger rows come from factories: no chain is needed for the rules
+themselves."""
 
 from __future__ import annotations
 
