@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
@@ -96,6 +98,7 @@ class RpcEndpoint(models.Model):
         ordering = ["network", "position", "id"]
         constraints = [
             models.UniqueConstraint(fields=["network", "position"], name="rpc_endpoint_unique_position"),
+            models.CheckConstraint(condition=models.Q(timeout_seconds__gt=0), name="rpc_endpoint_timeout_positive"),
         ]
 
     def __str__(self) -> str:
@@ -157,11 +160,23 @@ class CryptoConfig(models.Model):
     max_retries = models.PositiveSmallIntegerField(default=3)
     backoff_base_ms = models.PositiveIntegerField(default=200)
     backoff_max_ms = models.PositiveIntegerField(default=5000)
-    request_timeout_seconds = models.DecimalField(max_digits=5, decimal_places=2, default=5)
+    request_timeout_seconds = models.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        default=5,
+        validators=[
+            MinValueValidator(Decimal("0.1"), message="Must be at least 0.1 s: every RPC call needs a deadline.")
+        ],
+        help_text="Deadline of one RPC request to a contract's fallback_rpc (seconds, > 0).",
+    )
     gas_cap_wei = TokenAmountField(default=200 * 10**9, help_text="Highest max fee per gas the sender will pay (wei).")
     stuck_tx_seconds = models.PositiveIntegerField(default=120, help_text="Replace an operator tx pending this long.")
     fee_bump_percent = models.PositiveSmallIntegerField(default=20)
-    get_logs_max_range = models.PositiveIntegerField(default=2000)
+    get_logs_max_range = models.PositiveIntegerField(
+        default=2000,
+        validators=[MinValueValidator(1, message="Must be at least 1: a range of 0 blocks would stop the follower.")],
+        help_text="Most blocks one eth_getLogs asks for (>= 1).",
+    )
     fallback_networks = models.ManyToManyField(Network, through="NetworkFallback", related_name="+", blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -174,6 +189,10 @@ class CryptoConfig(models.Model):
                 condition=models.Q(backoff_max_ms__gte=models.F("backoff_base_ms")), name="crypto_config_backoff_order"
             ),
             models.CheckConstraint(condition=models.Q(fee_bump_percent__gte=10), name="crypto_config_fee_bump_min"),
+            models.CheckConstraint(condition=models.Q(get_logs_max_range__gte=1), name="crypto_config_log_range_min"),
+            models.CheckConstraint(
+                condition=models.Q(request_timeout_seconds__gt=0), name="crypto_config_timeout_positive"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -262,7 +262,7 @@ def contract_sync(*, contract_id: int, client=None, max_batches: int = 20, batch
         return result
     ChainCursor.objects.get_or_create(contract=contract, defaults={"last_block": max(contract.deployment_block - 1, 0)})
     client = client or ChainClient.for_network(contract.network, contract=contract)
-    batch_size = batch_size or CryptoConfig.load().get_logs_max_range
+    batch_size = max(1, batch_size or CryptoConfig.load().get_logs_max_range)  # 0 would never advance
     chain_id = contract.network.chain_id
     token_addresses = list(
         Token.objects.filter(network=contract.network).exclude(address="").values_list("address", flat=True)
