@@ -340,6 +340,8 @@ def _operator_txs(cur, catalog: dict) -> None:
 
 def _withdrawals(cur, catalog: dict, *, days: int) -> None:
     """A weekly withdrawal of each token from each contract: a Withdrawn log and its operator transaction."""
+    from billing.fields import ZERO_ADDRESS
+
     for slug, contract in catalog["contracts"].items():
         for symbol in ("USDC", "ETH"):
             token = catalog["tokens"][(slug, symbol)]
@@ -359,7 +361,7 @@ def _withdrawals(cur, catalog: dict, *, days: int) -> None:
                     "contract": contract.pk,
                     "chain": contract.network.chain_id,
                     "key": f"{slug}{symbol}",
-                    "token_arg": token.address or "0x0000000000000000000000000000000000000000",
+                    "token_arg": token.address or ZERO_ADDRESS,
                     "token_address": token.address,
                     "treasury": "0x000000000000000000000000000000000000dEaD",
                     "amount": amount,

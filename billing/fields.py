@@ -8,7 +8,11 @@ from django.core import validators
 from django.core.exceptions import ValidationError
 from django.db import models
 
+# The EVM's limits and its zero address (a native-coin "token"), defined once for models, chain code and
+# services alike.
 UINT256_MAX = 2**256 - 1
+UINT64_MAX = 2**64 - 1
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 
 
 class TokenAmountField(models.DecimalField):

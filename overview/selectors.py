@@ -43,6 +43,7 @@ from django.db.models.functions import Cast, Coalesce, Extract, Trunc
 from django.utils import timezone
 
 from billing import selectors as billing
+from billing.fields import ZERO_ADDRESS
 from overview.periods import Period
 from overview.stats import newcombe_difference, wilson
 
@@ -1111,8 +1112,6 @@ def _masked(text: str) -> str:
 
 
 # --- payouts -----------------------------------------------------------------------------------------------
-
-ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 
 
 def _token_for_address(catalog: Catalog, network_id: int, address: str) -> TokenInfo | None:

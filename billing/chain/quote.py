@@ -22,9 +22,7 @@ from eth_account.signers.local import LocalAccount
 from eth_keys import keys
 from eth_utils import is_address, keccak, to_checksum_address
 
-ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
-UINT64_MAX = 2**64 - 1
-UINT256_MAX = 2**256 - 1
+from billing.fields import UINT64_MAX, UINT256_MAX, ZERO_ADDRESS
 
 QUOTE_TYPE = [
     {"name": "orderId", "type": "bytes32"},

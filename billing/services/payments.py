@@ -12,6 +12,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from eth_utils import to_checksum_address
 
+from billing.fields import ZERO_ADDRESS
 from billing.models import ChainEvent, PaymentContract, PaymentTransaction, Plan, Token, TxStatus
 from billing.services.ledger import transaction_record_created, transaction_set_status
 from billing.services.notices import ops_notice
@@ -23,7 +24,6 @@ from billing.services.subscriptions import (
 )
 
 log = structlog.get_logger(__name__)
-ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 
 
 @dataclass(frozen=True)
