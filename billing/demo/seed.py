@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import math
 import random
 import secrets
@@ -33,6 +32,8 @@ from django.utils import timezone
 from eth_utils import keccak, to_checksum_address
 from rest_framework.authtoken.models import Token as ApiToken
 
+from billing.chain.artifacts import ArtifactNotBuilt, load_artifact
+from billing.chain.quote import QUOTE_TYPE
 from billing.models import (
     CryptoConfig,
     Interval,
@@ -53,10 +54,9 @@ from billing.models import (
 )
 from billing.roles import BILLING_ADMIN, SUPPORT, sync_role_permissions
 
-CONTRACT_BUILD = settings.BASE_DIR / "contracts" / "build" / "SubscriptionPass.json"
-
 # Used only when contracts/build/SubscriptionPass.json has not been compiled yet; the same function
-# signatures as contracts/SubscriptionPass.sol, so checkout and refunds encode the same calls.
+# signatures as contracts/SubscriptionPass.sol (the Quote struct is chain/quote's), so checkout and refunds
+# encode the same calls.
 MINIMAL_PASS_ABI: list[dict] = [
     {
         "type": "function",
@@ -67,15 +67,7 @@ MINIMAL_PASS_ABI: list[dict] = [
                 "name": "quote",
                 "type": "tuple",
                 "internalType": "struct SubscriptionPass.Quote",
-                "components": [
-                    {"name": "orderId", "type": "bytes32"},
-                    {"name": "payer", "type": "address"},
-                    {"name": "planId", "type": "uint256"},
-                    {"name": "token", "type": "address"},
-                    {"name": "amount", "type": "uint256"},
-                    {"name": "periods", "type": "uint64"},
-                    {"name": "deadline", "type": "uint64"},
-                ],
+                "components": [dict(field) for field in QUOTE_TYPE],
             },
             {"name": "signature", "type": "bytes"},
         ],
@@ -374,9 +366,10 @@ def _create_if_missing(model, report: SeedReport, kind: str, lookup: dict, defau
 
 
 def load_pass_abi() -> list[dict]:
-    if CONTRACT_BUILD.exists():
-        return json.loads(CONTRACT_BUILD.read_text())["abi"]
-    return MINIMAL_PASS_ABI
+    try:
+        return load_artifact("SubscriptionPass")["abi"]
+    except ArtifactNotBuilt:
+        return MINIMAL_PASS_ABI
 
 
 @transaction.atomic

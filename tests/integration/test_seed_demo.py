@@ -16,6 +16,7 @@ from django.utils import timezone
 from eth_utils import is_checksum_address
 from rest_framework.authtoken.models import Token as ApiToken
 
+from billing.chain import artifacts
 from billing.demo import seed as demo
 from billing.fields import UINT256_MAX
 from billing.models import (
@@ -217,13 +218,12 @@ def test_reseed_keeps_what_deploy_contracts_wrote():
 
 
 def test_abi_comes_from_the_build_file_when_present(tmp_path, monkeypatch):
-    monkeypatch.setattr(demo, "CONTRACT_BUILD", tmp_path / "missing.json")
+    monkeypatch.setattr(artifacts, "BUILD_DIR", tmp_path)  # no SubscriptionPass.json there yet
     assert demo.load_pass_abi() == demo.MINIMAL_PASS_ABI
 
     built = [*demo.MINIMAL_PASS_ABI, {"type": "function", "name": "extra", "inputs": [], "outputs": []}]
     build = tmp_path / "SubscriptionPass.json"
     build.write_text(json.dumps({"abi": built, "bytecode": "0x00"}))
-    monkeypatch.setattr(demo, "CONTRACT_BUILD", build)
     seed()
     assert PaymentContract.objects.get(slug="pass-anvil-local").has_method("extra")
 
