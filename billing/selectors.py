@@ -484,7 +484,7 @@ def _age(now: datetime, since: datetime | None) -> float:
 
 
 def metrics_snapshot() -> dict:
-    """Everything the scrape-time gauges show, in eight small statements inside one read-only transaction
+    """Everything the scrape-time gauges show, in ten small statements inside one read-only transaction
     with a statement timeout. Each one filters on an indexed status (open payments, live subscriptions,
     undelivered outbox rows, unprocessed webhooks, unmined operator transactions) or reads a table of
     configuration size (cursors, endpoints, networks); none scans the ledger. Every known status/kind gets
@@ -504,25 +504,27 @@ def metrics_snapshot() -> dict:
         )
         previous_timeout = cursor.fetchone()[0]
 
-        networks = list(Network.objects.order_by("slug").values_list("slug", flat=True))
-        subscriptions = list(
-            Subscription.objects.filter(status__in=LIVE_SUBSCRIPTION_STATUSES)
-            .values_list("plan__slug", "status")
-            .annotate(n=Count("id"))
-            .order_by("plan__slug", "status")
+        # Grouped by id (index-only scans), named afterwards from the small catalog tables.
+        network_slugs = dict(Network.objects.values_list("id", "slug"))
+        networks = sorted(network_slugs.values())
+        plan_slugs = dict(Plan.objects.values_list("id", "slug"))
+        subscriptions = sorted(
+            (plan_slugs.get(plan_id, str(plan_id)), status, count)
+            for plan_id, status, count in Subscription.objects.filter(status__in=LIVE_SUBSCRIPTION_STATUSES)
+            .values_list("plan_id", "status")
+            .annotate(n=Count("*"))
+            .order_by()
         )
 
         open_counts = {(s, n): 0 for s in METRICS_OPEN_STATUSES for n in networks}
         oldest: dict[str, datetime | None] = dict.fromkeys(METRICS_OPEN_STATUSES)
-        for status, network, count, created, submitted, updated in (
+        for status, network_id, count, created, submitted, updated in (
             PaymentTransaction.objects.filter(status__in=METRICS_OPEN_STATUSES)
-            .values_list("status", "network__slug")
-            .annotate(
-                n=Count("id"), created=Min("created_at"), submitted=Min("submitted_at"), updated=Min("updated_at")
-            )
+            .values_list("status", "network_id")
+            .annotate(n=Count("*"), created=Min("created_at"), submitted=Min("submitted_at"), updated=Min("updated_at"))
             .order_by()
         ):
-            open_counts[(status, network)] = count
+            open_counts[(status, network_slugs.get(network_id, str(network_id)))] = count
             since = {TxStatus.PENDING: created, TxStatus.SUBMITTED: submitted or created}.get(status, updated)
             if since is not None and (oldest[status] is None or since < oldest[status]):
                 oldest[status] = since

@@ -74,7 +74,15 @@ class Subscription(models.Model):
             models.CheckConstraint(condition=models.Q(debt_amount__gte=0), name="subscription_debt_non_negative"),
             models.CheckConstraint(condition=models.Q(debt_amount__lte=UINT256_MAX), name="subscription_debt_uint256"),
         ]
-        indexes = [models.Index(fields=["status", "current_period_end"], name="subscription_due_idx")]
+        indexes = [
+            models.Index(fields=["status", "current_period_end"], name="subscription_due_idx"),
+            # /metrics: live subscriptions by plan, an index-only scan.
+            models.Index(
+                fields=["plan", "status"],
+                condition=models.Q(status__in=["active", "past_due"]),
+                name="subscription_live_plan_idx",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.user_id}:{self.plan_id} {self.status}"

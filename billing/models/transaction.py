@@ -201,6 +201,14 @@ class PaymentTransaction(models.Model):
                 condition=models.Q(status__in=["confirmed", "refunded"]),
                 name="tx_user_paid_idx",
             ),
+            # /metrics (billing.selectors.metrics_snapshot): open payments by status and network with their
+            # oldest times, an index-only scan over the open ones whatever the ledger's size.
+            models.Index(
+                fields=["status", "network"],
+                include=["created_at", "submitted_at", "updated_at"],
+                condition=models.Q(status__in=["pending", "submitted", "needs_review", "unmatched"]),
+                name="tx_open_metrics_idx",
+            ),
             models.Index(
                 fields=["token", "confirmed_at"],
                 include=["usd_rate_at_confirmation", "usd_rate_at_checkout"],
