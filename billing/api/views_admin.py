@@ -37,9 +37,8 @@ from billing.api.serializers import (
     TransactionDetailSerializer,
     TransactionSerializer,
 )
-from billing.chain.probe import probe_endpoints
 from billing.filters import OutboxDeliveryFilter, TransactionFilter
-from billing.models import Network, OutboxDelivery
+from billing.models import OutboxDelivery
 from billing.services import operator
 from billing_project.api_errors import ApiError
 from billing_project.logging import mask_url
@@ -217,12 +216,11 @@ class TestConnectionView(APIView):
     )
     def post(self, request: Request) -> Response:
         networks = []
-        for network in Network.objects.filter(enabled=True).order_by("slug"):
-            try:
-                results = probe_endpoints(network)
-                networks.append({"network": network.slug, "results": _mask_probe(results)})
-            except Exception as exc:  # one broken network must not hide the others' results
-                networks.append({"network": network.slug, "results": [], "error": mask_url(str(exc))})
+        for item in operator.test_connection(actor=request.user):  # audited with the token's user
+            entry = {"network": item["network"].slug, "results": _mask_probe(item["reports"])}
+            if item["error"]:
+                entry["error"] = item["error"]
+            networks.append(entry)
         return Response({"networks": networks})
 
 

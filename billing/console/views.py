@@ -31,7 +31,6 @@ from billing.api.serializers import (
 from billing.console.forms import SORTS, CryptoConfigForm, NetworkRpcForm, ProviderForm, TransactionFilterForm
 from billing.models import (
     InboundEvent,
-    Network,
     OutboxDelivery,
     PaymentContract,
     PaymentProvider,
@@ -690,15 +689,8 @@ def _network_errors(errors: dict) -> dict:
 
 @console_view
 def test_connection(request: HttpRequest) -> HttpResponse:
-    """Probe every RPC endpoint of every enabled network for real (billing.chain.probe)."""
-    from billing.chain.probe import probe_endpoints
-
-    results = []
-    for network in Network.objects.filter(enabled=True).order_by("slug"):
-        try:
-            results.append({"network": network, "reports": probe_endpoints(network), "error": ""})
-        except Exception as exc:  # one broken network must not hide the others
-            results.append({"network": network, "reports": [], "error": mask_url(str(exc))[:300]})
+    """Probe every RPC endpoint of every enabled network for real (billing.chain.probe), audited."""
+    results = operator.test_connection(actor=request.user)
     # The probe recorded each endpoint's health: the network cards come back refreshed (out of band).
     networks = _crypto_context(request)["networks"]
     return _fragment(request, "console/payments/crypto_probe.html", {"results": results, "networks": networks})

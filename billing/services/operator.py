@@ -67,8 +67,9 @@ def acting_user(user) -> Iterator[None]:
             auditlog_value.set(previous)
 
 
-def _audit_note(*, instance, actor, note: str, details: dict) -> None:
-    """An audit entry for an action that changes no field (yet): who asked for what, and why."""
+def audit_note(*, instance, actor, note: str, details: dict) -> None:
+    """An audit entry for an action that changes no field (yet): who asked for what, and why. `actor` is a
+    user, or None for a command run from a shell (then `details["actor"]` says who)."""
     LogEntry.objects.log_create(
         instance,
         action=LogEntry.Action.UPDATE,
@@ -79,8 +80,11 @@ def _audit_note(*, instance, actor, note: str, details: dict) -> None:
     )
 
 
+_audit_note = audit_note  # the earlier private name, kept for callers on other branches
+
+
 def _actor_label(user) -> str:
-    return f"user:{user.pk}"
+    return f"user:{user.pk}" if user is not None else "cli"
 
 
 def _refund_calldata(tx: PaymentTransaction) -> str:
@@ -145,7 +149,7 @@ def transaction_refund(*, tx: PaymentTransaction, actor, reason: str) -> ActionR
             sender = importlib.import_module("billing.chain.sender")
             sender.operator_account()
         except (ImportError, ImproperlyConfigured) as exc:
-            _audit_note(instance=locked, actor=actor, note="refund_requested", details=details)
+            audit_note(instance=locked, actor=actor, note="refund_requested", details=details)
             log.info("operator.refund_requested", transaction_id=locked.pk, tx_hash=locked.tx_hash, user_id=actor.pk)
             why = "no operator key is configured" if isinstance(exc, ImproperlyConfigured) else "no operator sender"
             return ActionResult("refund_requested", f"Recorded, not sent: {why}.", locked)
@@ -189,14 +193,14 @@ def _refund_broadcast(*, tx: PaymentTransaction, row, actor, details: dict) -> A
             row = operator_tx_broadcast(row=row, client=client)
         except OperatorTxRefused as exc:  # the chain refused (cap, revert, nonce, RPC): nothing was sent, say why
             with transaction.atomic():
-                _audit_note(
+                audit_note(
                     instance=tx, actor=actor, note="refund_refused", details={**details, "operator_tx_id": row.pk}
                 )
             raise OperatorActionError("refund_failed", f"The refund was not sent: {str(exc)[:300]}")
         refund_tx_hash = row.tx_hashes[-1]
         retried = " (a retry)" if row.retry_of_id else ""
         with transaction.atomic():
-            _audit_note(
+            audit_note(
                 instance=tx,
                 actor=actor,
                 note="refund_sent",
@@ -230,7 +234,7 @@ def transaction_reprocess(*, tx: PaymentTransaction, actor, reason: str) -> Acti
     with acting_user(actor):
         outcomes = {event.pk: inbound_event_process(event_id=event.pk, force=True) for event in events}
         tx.refresh_from_db()
-        _audit_note(
+        audit_note(
             instance=tx,
             actor=actor,
             note="reprocessed",
@@ -245,11 +249,56 @@ def outbox_replay(*, delivery: OutboxDelivery, actor) -> OutboxDelivery:
     """Replay a dead or failing delivery through the outbox service (billing.services.outbox)."""
     from billing.services.outbox import outbox_delivery_replay
 
-    with acting_user(actor):
+    with acting_user(actor), transaction.atomic():
         try:
-            return outbox_delivery_replay(delivery=delivery, actor=_actor_label(actor))
+            replayed = outbox_delivery_replay(delivery=delivery, actor=_actor_label(actor))
         except ValueError as exc:
             raise OperatorActionError("replay_not_allowed", str(exc))
+        audit_note(
+            instance=replayed,
+            actor=actor,
+            note="replayed",
+            details={
+                "actor": _actor_label(actor),
+                "subscriber": replayed.subscriber,
+                "topic": delivery.event.topic,
+                "attempts": replayed.attempts,
+            },
+        )
+    return replayed
+
+
+def test_connection(*, actor) -> list[dict]:
+    """Probe every RPC endpoint of every enabled network for real (billing.chain.probe), audited on the
+    crypto configuration with the actor and each network's outcome (no URL). One broken network does not
+    hide the others: [{"network": Network, "reports": [...], "error": masked text}]."""
+    from billing.chain.probe import probe_endpoints
+    from billing.models import CryptoConfig, Network
+
+    results = []
+    for network in Network.objects.filter(enabled=True).order_by("slug"):
+        try:
+            results.append({"network": network, "reports": probe_endpoints(network), "error": ""})
+        except Exception as exc:  # one broken network must not hide the others
+            results.append({"network": network, "reports": [], "error": mask_url(str(exc))[:300]})
+    summary = {
+        r["network"].slug: r["error"][:120] or f"{sum(1 for x in r['reports'] if _probe_ok(x))}/{len(r['reports'])} ok"
+        for r in results
+    }
+    with acting_user(actor):
+        audit_note(
+            instance=CryptoConfig.load(),
+            actor=actor,
+            note="test_connection",
+            details={"actor": _actor_label(actor), "networks": summary},
+        )
+    log.info("operator.test_connection", user_id=getattr(actor, "pk", None), networks=summary)
+    return results
+
+
+def _probe_ok(report) -> bool:
+    value = report.get("ok") if isinstance(report, dict) else getattr(report, "ok", None)
+    return bool(value)
 
 
 def inbound_event_reprocess(*, event: InboundEvent, actor, reason: str = "") -> str:
@@ -259,7 +308,7 @@ def inbound_event_reprocess(*, event: InboundEvent, actor, reason: str = "") -> 
         raise OperatorActionError("already_processed", "This delivery was already applied.")
     with acting_user(actor):
         outcome = inbound_event_process(event_id=event.pk, force=True)
-        _audit_note(
+        audit_note(
             instance=event,
             actor=actor,
             note="reprocessed",
