@@ -602,3 +602,37 @@ def metrics_snapshot() -> dict:
         "cursors": cursors,
         "endpoints": endpoints,
     }
+
+
+def subscriptions_renewal_due(*, now: datetime, within) -> list[dict]:
+    """Active subscriptions that end within `within` with nothing paid after that (no queued period) and
+    not canceled: the payers to remind. Uses the (status, current_period_end) index."""
+    from django.db.models import Exists, OuterRef
+
+    queued = SubscriptionPeriod.objects.filter(
+        subscription=OuterRef("pk"), status=PeriodStatus.ACTIVE, starts_at__gte=OuterRef("current_period_end")
+    )
+    rows = (
+        Subscription.objects.filter(
+            status=SubscriptionStatus.ACTIVE,
+            cancel_at_period_end=False,
+            current_period_end__gt=now,
+            current_period_end__lte=now + within,
+        )
+        .exclude(Exists(queued))
+        .select_related("plan__price_token")
+        .order_by("current_period_end")
+    )
+    return [
+        {
+            "subscription_id": sub.pk,
+            "user_id": sub.user_id,
+            "plan": sub.plan.slug,
+            "plan_title": sub.plan.title,
+            "period_end": sub.current_period_end,
+            "price_amount": sub.plan.price_amount,
+            "price_token": sub.plan.price_token.symbol,
+            "price_decimals": sub.plan.price_token.decimals,
+        }
+        for sub in rows
+    ]

@@ -27,13 +27,17 @@ def contract_sync_dispatch() -> int:
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True, soft_time_limit=240, time_limit=300)
 def contract_sync_task(contract_id: int) -> None:
     from billing.services.chain_sync import contract_sync, contract_sync_record_error
+    from billing.services.notices import sweep_error_notice
 
     try:
         contract_sync(contract_id=contract_id)
-    except Exception as exc:  # recorded on the cursor; the next beat tick retries
+    except Exception as exc:  # recorded on the cursor (and told to ops); the next beat tick retries
         log.warning("chain.sync_failed", contract_id=contract_id, error=f"{type(exc).__name__}: {exc}")
         sweep_error("contract_sync")
         contract_sync_record_error(contract_id=contract_id, error=f"{type(exc).__name__}: {exc}")
+        sweep_error_notice(
+            sweep="contract_sync", subject=f"contract:{contract_id}", error=f"{type(exc).__name__}: {exc}"
+        )
 
 
 @shared_task(ignore_result=True, soft_time_limit=90, time_limit=120)
@@ -107,6 +111,7 @@ def subscriptions_advance() -> int:
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def operator_txs_sweep() -> int:
     """Pending refunds and withdrawals: record receipts, replace the stuck ones with a higher fee."""
+    from billing.services.notices import sweep_error_notice
     from billing.services.operator_txs import operator_tx_watch, operator_txs_pending_ids
 
     ids = operator_txs_pending_ids()
@@ -116,12 +121,28 @@ def operator_txs_sweep() -> int:
         except Exception as exc:  # the next sweep tries again
             log.warning("operator_tx.watch_failed", row_id=pk, error=f"{type(exc).__name__}: {exc}")
             sweep_error("operator_txs_sweep")
+            sweep_error_notice(
+                sweep="operator_txs_sweep", subject=f"operator_tx:{pk}", error=f"{type(exc).__name__}: {exc}"
+            )
     return len(ids)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True, soft_time_limit=240, time_limit=300)
 def payments_reverify() -> int:
     """Recent confirmations the follower has not passed yet, checked against the chain again (reorgs)."""
+    from billing.services.notices import sweep_error_notice
     from billing.services.reverify import payments_reverify_run
 
-    return sum(payments_reverify_run().values())
+    try:
+        return sum(payments_reverify_run().values())
+    except Exception as exc:
+        sweep_error_notice(sweep="payments_reverify", subject="all", error=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True, soft_time_limit=1700, time_limit=1800)
+def contracts_reconcile() -> dict:
+    """Beat, daily: the ledger against the chain for every contract; ops get a notice when anything differs."""
+    from billing.services.reconcile import contracts_reconcile_all
+
+    return contracts_reconcile_all()

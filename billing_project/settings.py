@@ -261,6 +261,9 @@ BILLING_OUTBOX_INTERNAL_SUBSCRIBERS = {
     "ops.notice.v1": {
         "notifications": "notifications.receivers.handle_ops_notice",
     },
+    "payment.status.v1": {
+        "notifications": "notifications.receivers.handle_payment_status",
+    },
 }
 # External HTTP subscribers: JSON list of {"name", "url", "secret", "topics": [...]}, signed like the webhook.
 BILLING_EXTERNAL_SUBSCRIBERS = env.json("BILLING_EXTERNAL_SUBSCRIBERS", default=[])
@@ -281,6 +284,9 @@ CELERY_BEAT_SCHEDULE = {
     "operator-txs-sweep": {"task": "billing.tasks.operator_txs_sweep", "schedule": 15.0},
     "payments-reverify": {"task": "billing.tasks.payments_reverify", "schedule": 30.0},
     "notifications-sweep": {"task": "notifications.tasks.notifications_sweep", "schedule": 60.0},
+    "contracts-reconcile": {"task": "billing.tasks.contracts_reconcile", "schedule": 86400.0},
+    # Hourly: a reminder is one row per (subscription, period end), so running it again sends nothing twice.
+    "notifications-renewal-due": {"task": "notifications.tasks.renewal_due_notify", "schedule": 3600.0},
 }
 
 # --- Notifications -----------------------------------------------------------------------------------
@@ -292,3 +298,5 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="billing@localhost")
 NOTIFICATIONS_OPS_WEBHOOK_URL = env.str("NOTIFICATIONS_OPS_WEBHOOK_URL", default="")
 NOTIFICATIONS_HTTP_TIMEOUT = env.float("NOTIFICATIONS_HTTP_TIMEOUT", default=5.0)
 NOTIFICATIONS_MAX_ATTEMPTS = env.int("NOTIFICATIONS_MAX_ATTEMPTS", default=8)
+# "Your renewal is due in N days": sent once per period end to payers with nothing paid after it.
+NOTIFICATIONS_RENEWAL_DUE_DAYS = env.int("NOTIFICATIONS_RENEWAL_DUE_DAYS", default=3)

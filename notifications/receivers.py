@@ -1,7 +1,16 @@
 """Consumers of billing's outbox events: each event becomes notification rows (one per cause and
-audience, deduplicated by key), delivered by `notifications.tasks`."""
+audience, deduplicated by key), delivered by `notifications.tasks`. A re-delivered event (a retried
+task, a restarted worker, an operator's replay) finds its row already there and sends nothing again.
+
+User notices: payment received, payment failed (with what to do about it), refunded (payment.status.v1);
+plan changes, expired (plan.changed.v1); past due (subscription.past_due.v1); renewal due in N days
+(`renewal_due_notify`, a beat task). Ops notices: every ops.notice.v1 (billing.services.notices)."""
 
 from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+from decimal import Decimal
 
 from django.db import IntegrityError, transaction
 
@@ -39,9 +48,17 @@ def notify(
     return True
 
 
+def _refund_key(transaction_id) -> str:
+    """One refund notice per refunded payment, whichever event (payment.status or plan.changed) comes first."""
+    return f"refund:tx:{transaction_id}:user"
+
+
 def handle_plan_changed(payload: dict) -> None:
     reason = payload.get("reason", "")
     plan = payload.get("plan") or "no plan"
+    user_key = f"plan.changed.v1:{payload['event_id']}:user"
+    if reason == "refunded" and payload.get("transaction_id"):
+        user_key = _refund_key(payload["transaction_id"])
     notify(
         audience=Notification.Audience.USER,
         user_id=int(payload["user_id"]),
@@ -54,7 +71,7 @@ def handle_plan_changed(payload: dict) -> None:
         data={
             k: payload.get(k) for k in ("plan", "previous_plan", "reason", "transaction_id", "period_end", "paid_until")
         },
-        dedupe_key=f"plan.changed.v1:{payload['event_id']}:user",
+        dedupe_key=user_key,
     )
     if reason in ("refunded", "expired"):
         notify(
@@ -102,3 +119,120 @@ def handle_ops_notice(payload: dict) -> None:
         data={"key": payload["key"], **(payload.get("data") or {})},
         dedupe_key=f"ops:{payload['key']}"[:200],
     )
+
+
+# --- payments: received, failed, refunded -------------------------------------------------------------------
+
+# What a payer can do about a failed payment, by what the chain or the checkout said (first match wins).
+FAILURE_ADVICE = (
+    (
+        ("expired", "deadline", "not mined"),
+        "The payment was not mined before the quote expired. Start a new checkout; nothing was taken from your wallet.",
+    ),
+    (("allowance", "approve"), "The token allowance was too low. Approve the amount in your wallet, then pay again."),
+    (
+        ("insufficient", "balance", "exceeds balance"),
+        "Your wallet did not hold enough funds (amount plus network fee). Top it up, then start a new checkout.",
+    ),
+    (("signature", "signer"), "The payment quote was not accepted. Start a new checkout to get a fresh quote."),
+    (("paused",), "Payments are paused for maintenance. Please try again later."),
+    (("paid no order",), "The transaction did not pay this checkout. Use the payment steps of a new checkout."),
+)
+DEFAULT_ADVICE = "The transaction was reverted on chain; no plan was changed. Start a new checkout to try again."
+
+
+def failure_advice(reason: str) -> str:
+    low = (reason or "").lower()
+    for needles, advice in FAILURE_ADVICE:
+        if any(n in low for n in needles):
+            return advice
+    return DEFAULT_ADVICE
+
+
+def _display_amount(payload: dict) -> str:
+    try:
+        value = Decimal(int(payload.get("amount") or 0)).scaleb(-int(payload.get("decimals") or 0))
+    except (ValueError, ArithmeticError):
+        return f"{payload.get('amount')} {payload.get('token', '')}".strip()
+    return f"{value.normalize():f} {payload.get('token', '')}".strip()
+
+
+def handle_payment_status(payload: dict) -> None:
+    """payment.status.v1 (one per ledger status change): confirmed -> payment received, failed -> payment
+    failed with advice, refunded -> refunded (shared key with plan.changed's refund notice)."""
+    status = payload.get("status")
+    user_id = payload.get("user_id")
+    if not user_id or status not in ("confirmed", "failed", "refunded"):
+        return
+    data = {k: payload.get(k) for k in ("transaction_id", "public_id", "status", "amount", "token", "plan", "tx_hash")}
+    amount = _display_amount(payload)
+    if status == "confirmed":
+        kind, title = "payment_received", "Payment received"
+        body = f"We received your payment of {amount}" + (f" for {payload['plan']}." if payload.get("plan") else ".")
+        key = f"payment.status.v1:{payload['change_id']}:user"
+    elif status == "failed":
+        advice = failure_advice(payload.get("failure_reason", ""))
+        kind, title = "payment_failed", "Your payment did not go through"
+        body = f"Your payment of {amount} failed: {payload.get('failure_reason') or 'reverted'}. {advice}"
+        data = {**data, "reason": payload.get("failure_reason", ""), "advice": advice}
+        key = f"payment.status.v1:{payload['change_id']}:user"
+    else:
+        kind, title = "refunded", TITLES["refunded"]
+        body = f"Your payment of {amount} was refunded to the wallet it came from."
+        key = _refund_key(payload.get("transaction_id"))
+    notify(
+        audience=Notification.Audience.USER,
+        user_id=int(user_id),
+        kind=kind,
+        title=title,
+        body=body,
+        data=data,
+        dedupe_key=key,
+    )
+
+
+# --- renewal due in N days (beat) ---------------------------------------------------------------------------
+
+
+def renewal_due_key(subscription_id: int, period_end: datetime) -> str:
+    return f"renewal_due:{subscription_id}:{period_end.isoformat()}"
+
+
+def renewal_due_notify(*, now: datetime, days: int) -> int:
+    """A reminder row per subscription whose paid time ends within `days` with nothing paid after it, once
+    per period end (the dedupe key): running again, or in two workers at once, adds nothing."""
+    from billing.selectors import subscriptions_renewal_due
+
+    due = subscriptions_renewal_due(now=now, within=timedelta(days=days))
+    known = set(
+        Notification.objects.filter(
+            dedupe_key__in=[renewal_due_key(d["subscription_id"], d["period_end"]) for d in due]
+        ).values_list("dedupe_key", flat=True)
+    )
+    created = 0
+    for item in due:
+        key = renewal_due_key(item["subscription_id"], item["period_end"])
+        if key in known:
+            continue
+        price = _display_amount(
+            {"amount": item["price_amount"], "decimals": item["price_decimals"], "token": item["price_token"]}
+        )
+        left = max(0, math.ceil((item["period_end"] - now).total_seconds() / 86400))
+        created += notify(
+            audience=Notification.Audience.USER,
+            user_id=item["user_id"],
+            kind="renewal_due",
+            title=f"Your {item['plan_title']} plan renews in {left} day{'s' if left != 1 else ''}"
+            if left
+            else f"Your {item['plan_title']} plan ends today",
+            body=f"Your paid time ends {item['period_end']:%Y-%m-%d %H:%M} UTC. Pay {price} before then to keep it.",
+            data={
+                "subscription_id": item["subscription_id"],
+                "plan": item["plan"],
+                "period_end": item["period_end"].isoformat(),
+                "price_amount": str(item["price_amount"]),
+                "price_token": item["price_token"],
+            },
+            dedupe_key=key,
+        )
+    return created

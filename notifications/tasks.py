@@ -20,3 +20,14 @@ def notifications_sweep() -> int:
     for pk in ids:
         notification_deliver(notification_id=pk)
     return len(ids)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def renewal_due_notify() -> int:
+    """Beat: "your renewal is due in N days" rows (once per subscription and period end)."""
+    from django.conf import settings
+    from django.utils import timezone
+
+    from notifications.receivers import renewal_due_notify as run
+
+    return run(now=timezone.now(), days=settings.NOTIFICATIONS_RENEWAL_DUE_DAYS)

@@ -196,6 +196,7 @@ def reset_endpoint_state() -> None:
     """Forget cool-downs and health-write throttling (tests start from a clean slate)."""
     with _STATE_LOCK:
         _STATE.clear()
+        _FAILOVER_NOTICED.clear()
 
 
 def record_health(
@@ -259,7 +260,10 @@ def record_health(
         # from aborting the caller's transaction.
         with transaction.atomic():
             free = RpcEndpoint.objects.filter(pk=spec.endpoint_id).select_for_update(skip_locked=True)
-            written = RpcEndpoint.objects.filter(pk__in=free.values("pk")).update(**values)
+            row = free.values("pk", "healthy").first()  # locked: one process sees the flip
+            written = RpcEndpoint.objects.filter(pk=row["pk"]).update(**values) if row else 0
+            if written and current is False and row["healthy"] is not False:
+                _notice_endpoint_down(spec, network_label, error, stamp)
     except Exception as exc:  # health bookkeeping must never break the call it describes
         logger.warning("rpc_health_write_failed", endpoint=spec.label, error=type(exc).__name__)
         written = 0
@@ -267,6 +271,24 @@ def record_health(
         with _STATE_LOCK:
             state.last_write = float("-inf")
             state.written_healthy = None
+
+
+def _notice_endpoint_down(spec: EndpointSpec, network_label: str, error: str, stamp) -> None:
+    """Ops hear once per outage of an endpoint: raised with the write that flips its row to unhealthy."""
+    from billing.services.notices import ops_notice
+
+    ops_notice(
+        kind="rpc_down",
+        key=f"rpc_down:endpoint:{spec.endpoint_id}:{stamp.isoformat()}",
+        title=f"RPC endpoint {network_label}#{spec.endpoint_id} is down",
+        body=f"{spec.masked_url} used up its retries: {safe_url(error)[:300]}. Calls fail over to the next "
+        "endpoint; see docs/playbooks/billing.md (RPC outage).",
+        data={"network": network_label, "endpoint_id": spec.endpoint_id, "url": spec.masked_url},
+    )
+
+
+FAILOVER_NOTICE_SECONDS = 3600.0  # one failover notice per serving endpoint per hour and process
+_FAILOVER_NOTICED: dict[tuple[int, str], float] = {}
 
 
 # --- one HTTP request -----------------------------------------------------------------------------------
@@ -442,6 +464,40 @@ class ChainClient:
             kwargs["write_db"] = False
         record_health(spec=self.endpoints[index], state=self._st(index), network_label=self.network_label, **kwargs)
 
+    def _notice_failover(self, index: int, failures: dict[int, _Failure]) -> None:
+        """The first endpoint did not serve this call (it failed now, is cooling down or answers for another
+        chain) and endpoint `index` did: tell ops, at most once an hour per serving endpoint (the key's hour
+        bucket dedupes across processes). Best effort: a call that succeeded never fails because of this."""
+        spec, primary = self.endpoints[index], self.endpoints[0]
+        if not self.record_health or primary.endpoint_id is None:
+            return
+        now = time.monotonic()
+        memo = (self.chain_id_expected, spec.url)
+        with _STATE_LOCK:
+            if now - _FAILOVER_NOTICED.get(memo, float("-inf")) < FAILOVER_NOTICE_SECONDS:
+                return
+            _FAILOVER_NOTICED[memo] = now
+        from django.db import transaction
+        from django.utils import timezone
+
+        from billing.services.notices import ops_notice
+
+        why = failures.get(0).kind if 0 in failures else "cooling down or answering for another chain"
+        try:
+            with transaction.atomic():
+                ops_notice(
+                    kind="rpc_failover",
+                    key=f"rpc_failover:{self.network_label}:{spec.label}:{timezone.now():%Y%m%d%H}",
+                    title=f"RPC failover on {self.network_label}: served by endpoint {spec.label}",
+                    body=f"The first endpoint ({primary.masked_url}) did not serve the call ({why}); "
+                    f"{spec.masked_url} did.",
+                    data={"network": self.network_label, "from": primary.label, "to": spec.label},
+                )
+        except Exception as exc:  # noqa: BLE001 (bookkeeping must never break the call it describes)
+            logger.warning("rpc_failover_notice_failed", endpoint=spec.label, error=type(exc).__name__)
+            with _STATE_LOCK:
+                _FAILOVER_NOTICED.pop(memo, None)
+
     def _count(self, index: int, method: str, outcome: str) -> None:
         metrics.RPC_REQUESTS.labels(
             network=self.network_label, endpoint=self.endpoints[index].label, method=method, outcome=outcome
@@ -554,6 +610,8 @@ class ChainClient:
                     self._health(index, ok=True, healthy=True, latency_ms=self._last_latency_ms)
                     if failures:
                         metrics.RPC_FAILOVERS.labels(network=self.network_label, endpoint=spec.label).inc()
+                    if index != 0:
+                        self._notice_failover(index, failures)
                     return result
             if index not in failures:
                 # used up its retries, or timed out once: let the others go first for a while

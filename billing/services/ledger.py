@@ -10,6 +10,7 @@ from django.utils import timezone
 from billing import metrics
 from billing.models import PaymentTransaction, TransactionStatusChange, TxStatus, can_transition
 from billing.services.notices import ops_notice
+from billing.services.outbox import outbox_emit
 
 log = structlog.get_logger(__name__)
 
@@ -19,6 +20,34 @@ class TransitionNotAllowed(ValueError):
         super().__init__(f"A transaction cannot go from '{old}' to '{new}'.")
         self.old = old
         self.new = new
+
+
+# Payment statuses a payer hears about (payment.status.v1 -> notifications): received, failed, refunded.
+USER_FACING_STATUSES = frozenset({TxStatus.CONFIRMED, TxStatus.FAILED, TxStatus.REFUNDED})
+
+
+def _emit_payment_status(tx: PaymentTransaction, *, old: str, change: TransactionStatusChange) -> None:
+    """One event per status change (its history row's id is the dedupe key downstream)."""
+    token = tx.token
+    outbox_emit(
+        topic="payment.status.v1",
+        aggregate_type="transaction",
+        aggregate_id=str(tx.pk),
+        payload={
+            "change_id": change.pk,
+            "transaction_id": tx.pk,
+            "public_id": str(tx.public_id),
+            "user_id": tx.user_id,
+            "status": tx.status,
+            "from_status": old,
+            "failure_reason": tx.failure_reason if tx.status == TxStatus.FAILED else "",
+            "amount": str(tx.amount),
+            "token": token.symbol if token else "",
+            "decimals": token.decimals if token else 0,
+            "plan": tx.plan.slug if tx.plan_id else None,
+            "tx_hash": tx.tx_hash,
+        },
+    )
 
 
 @transaction.atomic
@@ -35,7 +64,7 @@ def transaction_set_status(
     # of=self: only the ledger row is locked; network, token and contract come along for the log and metrics.
     locked = (
         PaymentTransaction.objects.select_for_update(of=("self",))
-        .select_related("contract", "network", "token")
+        .select_related("contract", "network", "token", "plan")
         .get(pk=tx.pk)
     )
     old = locked.status
@@ -67,6 +96,8 @@ def transaction_set_status(
             data={"transaction_id": locked.pk, "tx_hash": locked.tx_hash, "from_status": old, "actor": actor},
         )
     transaction_count_on_commit(locked, status, confirmed=newly_confirmed)
+    if status in USER_FACING_STATUSES and locked.user_id:
+        _emit_payment_status(locked, old=old, change=change)
     log.info(
         "transaction.status_changed",
         transaction_id=locked.pk,

@@ -136,6 +136,7 @@ def outbox_delivery_attempt(*, delivery_id: int, force: bool = False) -> OutboxD
             delivery.status = OutboxDelivery.Status.DEAD
             delivery.last_error = error
             delivery.next_attempt_at = None
+            _dead_letter_notice(delivery, error)
         else:
             delivery.last_error = error
             delivery.next_attempt_at = now + timedelta(seconds=outbox_backoff_seconds(delivery.attempts))
@@ -153,6 +154,33 @@ def outbox_delivery_attempt(*, delivery_id: int, force: bool = False) -> OutboxD
         error=error,
     )
     return delivery
+
+
+def _dead_letter_notice(delivery: OutboxDelivery, error: str) -> None:
+    """Ops hear of every dead letter once (keyed by delivery and attempt count: dead again after a replay is
+    a new notice), in the transaction that marks it dead. Not for a notice's own delivery to the notifications
+    app: that one failing would otherwise raise a notice about itself, again and again."""
+    from billing.services.notices import TOPIC as NOTICE_TOPIC
+    from billing.services.notices import ops_notice
+
+    event = delivery.event
+    if event.topic == NOTICE_TOPIC and delivery.subscriber == "notifications":
+        log.error("outbox.notice_dead", delivery_id=delivery.pk, key=event.payload.get("key"), error=error)
+        return
+    ops_notice(
+        kind="dead_letter",
+        key=f"dead_letter:delivery:{delivery.pk}:{delivery.attempts}",
+        title=f"Dead letter: {event.topic} to {delivery.subscriber}",
+        body=f"Delivery {delivery.pk} gave up after {delivery.attempts} attempts: {error[:500]}. "
+        f"Replay it with `manage.py billing_replay_dead_letters --delivery {delivery.pk}` once the subscriber is back.",
+        data={
+            "delivery_id": delivery.pk,
+            "subscriber": delivery.subscriber,
+            "topic": event.topic,
+            "event_id": str(event.event_id),
+            "attempts": delivery.attempts,
+        },
+    )
 
 
 def outbox_due_ids(*, limit: int = 500) -> list[int]:
