@@ -15,6 +15,13 @@ class BillingConfig(AppConfig):
 
         post_migrate.connect(sync_role_permissions, dispatch_uid="billing_sync_roles")
 
+        # The chain client tells ops about endpoints going down and failovers through these hooks.
+        from billing.chain import rpc
+        from billing.services.notices import rpc_endpoint_down_notice, rpc_failover_notice
+
+        rpc.endpoint_down_hook = rpc_endpoint_down_notice
+        rpc.failover_hook = rpc_failover_notice
+
         # The webhook request caches its contract per process (a short TTL); a save here drops it at once.
         from billing.models import Network, PaymentContract
         from billing.services.webhooks import webhook_contracts_forget

@@ -22,7 +22,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -262,8 +262,10 @@ def record_health(
             free = RpcEndpoint.objects.filter(pk=spec.endpoint_id).select_for_update(skip_locked=True)
             row = free.values("pk", "healthy").first()  # locked: one process sees the flip
             written = RpcEndpoint.objects.filter(pk=row["pk"]).update(**values) if row else 0
-            if written and current is False and row["healthy"] is not False:
-                _notice_endpoint_down(spec, network_label, error, stamp)
+            if written and current is False and row["healthy"] is not False and endpoint_down_hook is not None:
+                endpoint_down_hook(
+                    endpoint_id=spec.endpoint_id, network=network_label, url=spec.url, error=error, stamp=stamp
+                )
     except Exception as exc:  # health bookkeeping must never break the call it describes
         logger.warning("rpc_health_write_failed", endpoint=spec.label, error=type(exc).__name__)
         written = 0
@@ -273,18 +275,11 @@ def record_health(
             state.written_healthy = None
 
 
-def _notice_endpoint_down(spec: EndpointSpec, network_label: str, error: str, stamp) -> None:
-    """Ops hear once per outage of an endpoint: raised with the write that flips its row to unhealthy."""
-    from billing.services.notices import ops_notice
-
-    ops_notice(
-        kind="rpc_down",
-        key=f"rpc_down:endpoint:{spec.endpoint_id}:{stamp.isoformat()}",
-        title=f"RPC endpoint {network_label}#{spec.endpoint_id} is down",
-        body=f"{spec.masked_url} used up its retries: {safe_url(error)[:300]}. Calls fail over to the next "
-        "endpoint; see docs/playbooks/billing.md (RPC outage).",
-        data={"network": network_label, "endpoint_id": spec.endpoint_id, "url": spec.masked_url},
-    )
+# Ops notices without importing services (chain code sits below them): billing.apps sets these to
+# billing.services.notices.rpc_endpoint_down_notice / rpc_failover_notice. None: nobody is told (tests of
+# the client alone, scripts without Django apps).
+endpoint_down_hook: Callable[..., None] | None = None
+failover_hook: Callable[..., None] | None = None
 
 
 FAILOVER_NOTICE_SECONDS = 3600.0  # one failover notice per serving endpoint per hour and process
@@ -469,7 +464,7 @@ class ChainClient:
         chain) and endpoint `index` did: tell ops, at most once an hour per serving endpoint (the key's hour
         bucket dedupes across processes). Best effort: a call that succeeded never fails because of this."""
         spec, primary = self.endpoints[index], self.endpoints[0]
-        if not self.record_health or primary.endpoint_id is None:
+        if not self.record_health or primary.endpoint_id is None or failover_hook is None:
             return
         now = time.monotonic()
         memo = (self.chain_id_expected, spec.url)
@@ -477,26 +472,15 @@ class ChainClient:
             if now - _FAILOVER_NOTICED.get(memo, float("-inf")) < FAILOVER_NOTICE_SECONDS:
                 return
             _FAILOVER_NOTICED[memo] = now
-        from django.db import transaction
-        from django.utils import timezone
-
-        from billing.services.notices import ops_notice
-
-        why = failures.get(0).kind if 0 in failures else "cooling down or answering for another chain"
-        try:
-            with transaction.atomic():
-                ops_notice(
-                    kind="rpc_failover",
-                    key=f"rpc_failover:{self.network_label}:{spec.label}:{timezone.now():%Y%m%d%H}",
-                    title=f"RPC failover on {self.network_label}: served by endpoint {spec.label}",
-                    body=f"The first endpoint ({primary.masked_url}) did not serve the call ({why}); "
-                    f"{spec.masked_url} did.",
-                    data={"network": self.network_label, "from": primary.label, "to": spec.label},
-                )
-        except Exception as exc:  # noqa: BLE001 (bookkeeping must never break the call it describes)
-            logger.warning("rpc_failover_notice_failed", endpoint=spec.label, error=type(exc).__name__)
-            with _STATE_LOCK:
-                _FAILOVER_NOTICED.pop(memo, None)
+        why = failures[0].kind if 0 in failures else "cooling down or answering for another chain"
+        failover_hook(
+            network=self.network_label,
+            from_label=primary.label,
+            to_label=spec.label,
+            from_url=primary.url,
+            to_url=spec.url,
+            why=why,
+        )
 
     def _count(self, index: int, method: str, outcome: str) -> None:
         metrics.RPC_REQUESTS.labels(

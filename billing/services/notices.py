@@ -5,33 +5,24 @@ worker that raises the same notice again sends nothing twice."""
 
 from __future__ import annotations
 
+import structlog
 from django.db import transaction
 from django.utils import timezone
 
-from billing.services.outbox import outbox_emit
+# The notice itself is an outbox event: it lives with the outbox (which raises dead-letter notices itself).
+from billing.services.outbox import OPS_NOTICE_TOPIC as TOPIC
+from billing.services.outbox import ops_notice
 from billing_project.logging import mask_url
 
-TOPIC = "ops.notice.v1"
+__all__ = ["TOPIC", "ops_notice", "rpc_endpoint_down_notice", "rpc_failover_notice", "sweep_error_notice"]
 
-
-def ops_notice(*, kind: str, key: str, title: str, body: str = "", data: dict | None = None) -> None:
-    """`kind` names the condition (dead_letter, needs_review, unmatched_transfer, rpc_down, rpc_failover,
-    deep_reorg, refund_failed, sweep_error, reconcile_difference, ...); `key` identifies this occurrence
-    (e.g. f"needs_review:tx:{pk}"). Must run inside the caller's transaction. No secrets in any field."""
-    outbox_emit(
-        topic=TOPIC,
-        aggregate_type="ops",
-        aggregate_id=key[:64],
-        payload={"kind": kind, "key": key, "title": title[:200], "body": body, "data": data or {}},
-    )
+log = structlog.get_logger(__name__)
 
 
 def sweep_error_notice(*, sweep: str, subject: str, error: str) -> None:
     """A beat sweep failed on `subject` (a row id, a contract slug): ops hear at most once an hour per sweep
     and subject (the key's hour bucket), however often the sweep runs into it. Best effort: a failure to
     record the notice is logged, never raised into the sweep."""
-    import structlog
-
     error = mask_url(error)[:500]
     try:
         with transaction.atomic():
@@ -43,4 +34,37 @@ def sweep_error_notice(*, sweep: str, subject: str, error: str) -> None:
                 data={"sweep": sweep, "subject": subject},
             )
     except Exception as exc:  # noqa: BLE001 (the sweep goes on; the next failure tries again)
-        structlog.get_logger(__name__).warning("notice.sweep_error_failed", sweep=sweep, error=type(exc).__name__)
+        log.warning("notice.sweep_error_failed", sweep=sweep, error=type(exc).__name__)
+
+
+# --- RPC health: the chain client calls these through hooks (billing.chain.rpc never imports services);
+# billing.apps wires them at startup. ---------------------------------------------------------------------
+
+
+def rpc_endpoint_down_notice(*, endpoint_id: int, network: str, url: str, error: str, stamp) -> None:
+    """Raised inside the write that flips the endpoint's row to unhealthy: once per outage."""
+    ops_notice(
+        kind="rpc_down",
+        key=f"rpc_down:endpoint:{endpoint_id}:{stamp.isoformat()}",
+        title=f"RPC endpoint {network}#{endpoint_id} is down",
+        body=f"{mask_url(url)} used up its retries: {mask_url(error)[:300]}. Calls fail over to the next "
+        "endpoint; see docs/playbooks/billing.md (RPC outage).",
+        data={"network": network, "endpoint_id": endpoint_id, "url": mask_url(url)},
+    )
+
+
+def rpc_failover_notice(*, network: str, from_label: str, to_label: str, from_url: str, to_url: str, why: str) -> None:
+    """A call was served by another endpoint than the first: once an hour per serving endpoint (hour bucket in
+    the key dedupes across processes). Best effort, in its own savepoint."""
+    try:
+        with transaction.atomic():
+            ops_notice(
+                kind="rpc_failover",
+                key=f"rpc_failover:{network}:{to_label}:{timezone.now():%Y%m%d%H}",
+                title=f"RPC failover on {network}: served by endpoint {to_label}",
+                body=f"The first endpoint ({mask_url(from_url)}) did not serve the call ({why}); "
+                f"{mask_url(to_url)} did.",
+                data={"network": network, "from": from_label, "to": to_label},
+            )
+    except Exception as exc:  # noqa: BLE001 (bookkeeping must never break the call it describes)
+        log.warning("notice.rpc_failover_failed", network=network, error=type(exc).__name__)

@@ -52,6 +52,23 @@ def outbox_emit(*, topic: str, payload: dict, aggregate_type: str = "", aggregat
     return event
 
 
+OPS_NOTICE_TOPIC = "ops.notice.v1"
+
+
+def ops_notice(*, kind: str, key: str, title: str, body: str = "", data: dict | None = None) -> None:
+    """Tell ops about a condition, once (billing.services.notices re-exports this; see its docstring).
+    `kind` names the condition (dead_letter, needs_review, unmatched_transfer, rpc_down, rpc_failover,
+    deep_reorg, refund_failed, sweep_error, reconcile_difference, ...); `key` identifies this occurrence
+    (e.g. f"needs_review:tx:{pk}"); the notifications app keeps one Notification per key. Must run inside
+    the caller's transaction. No secrets in any field."""
+    outbox_emit(
+        topic=OPS_NOTICE_TOPIC,
+        aggregate_type="ops",
+        aggregate_id=key[:64],
+        payload={"kind": kind, "key": key, "title": title[:200], "body": body, "data": data or {}},
+    )
+
+
 def outbox_backoff_seconds(attempt: int) -> float:
     return backoff_seconds(
         attempt, base=settings.BILLING_OUTBOX_BACKOFF_BASE_SECONDS, cap=settings.BILLING_OUTBOX_BACKOFF_MAX_SECONDS
@@ -160,11 +177,8 @@ def _dead_letter_notice(delivery: OutboxDelivery, error: str) -> None:
     """Ops hear of every dead letter once (keyed by delivery and attempt count: dead again after a replay is
     a new notice), in the transaction that marks it dead. Not for a notice's own delivery to the notifications
     app: that one failing would otherwise raise a notice about itself, again and again."""
-    from billing.services.notices import TOPIC as NOTICE_TOPIC
-    from billing.services.notices import ops_notice
-
     event = delivery.event
-    if event.topic == NOTICE_TOPIC and delivery.subscriber == "notifications":
+    if event.topic == OPS_NOTICE_TOPIC and delivery.subscriber == "notifications":
         log.error("outbox.notice_dead", delivery_id=delivery.pk, key=event.payload.get("key"), error=error)
         return
     ops_notice(
