@@ -397,11 +397,12 @@ def test_dead_letter_replay_is_audited(billing_admin_user, world):
 
 
 def test_inbound_reprocess_runs_the_service_with_the_actor(billing_admin_user, world, monkeypatch):
-    from billing.services import webhooks
+    from billing.services import operator
 
     seen = []
+    # operator imports the service by name (no lookup at call time): patch the name it calls.
     monkeypatch.setattr(
-        webhooks, "inbound_event_process", lambda *, event_id, force: seen.append((event_id, force)) or "failed"
+        operator, "inbound_event_process", lambda *, event_id, force: seen.append((event_id, force)) or "failed"
     )
     event = world["inbound"]
     response = htmx(
