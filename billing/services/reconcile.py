@@ -23,9 +23,9 @@ from django.db.models import Q
 from eth_utils import to_checksum_address
 
 from billing.chain.abi import event_topics
+from billing.fields import ZERO_ADDRESS
 from billing.models import ChainEvent, PaymentContract, PaymentTransaction, Token, TxStatus
 
-ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 PAID_STATUSES = (TxStatus.CONFIRMED, TxStatus.REFUNDED, TxStatus.UNMATCHED)
 
 
