@@ -340,6 +340,7 @@ class _ChainFacts:
     retry: str = ""  # non-empty: not applicable yet, why
     receipt: dict | None = None
     revert_reason: str | None = None
+    not_this_order: str = ""  # reverted, but not a call to this contract's pay method for this order: why
 
 
 def _read_chain(event: InboundEvent, chain: ChainView, tx: PaymentTransaction | None) -> _ChainFacts:
@@ -367,9 +368,38 @@ def _read_chain(event: InboundEvent, chain: ChainView, tx: PaymentTransaction | 
             f"{network.confirmation_depth}): block {block_number} > {applicable}"
         )
     reason = None
-    if int(receipt.get("status", "0x1"), 16) != 1 and tx is not None and not body.get("failure_reason"):
-        reason = revert_reason(chain.client, contract, body["tx_hash"])
+    if int(receipt.get("status", "0x1"), 16) != 1 and tx is not None:
+        try:
+            mismatch = reverted_call_mismatch(chain.client, contract, body["tx_hash"], tx.order_id)
+        except RpcError as exc:
+            return _ChainFacts(retry=f"chain unavailable: {exc}")
+        if mismatch:
+            return _ChainFacts(receipt=receipt, not_this_order=mismatch)
+        if not body.get("failure_reason"):
+            reason = revert_reason(chain.client, contract, body["tx_hash"])
     return _ChainFacts(receipt=receipt, revert_reason=reason)
+
+
+def reverted_call_mismatch(client, contract: PaymentContract, tx_hash: str, order_id: str) -> str:
+    """Empty when the transaction is a call to `contract`'s pay method (`mint_method`) whose quote names
+    `order_id`, read from the chain (eth_getTransactionByHash: `to`, the input's selector, the decoded
+    orderId); otherwise why not. A reverted transaction that is anything else (another contract, another
+    method, another order) says nothing about this order and must not fail it."""
+    from billing.chain.abi import decode_call
+
+    original = client.get_transaction(tx_hash)
+    if not original:
+        return "the transaction is not on chain"
+    if (original.get("to") or "").lower() != contract.address.lower():
+        return "the reverted transaction is not a call to this contract"
+    try:
+        _, args = decode_call(contract.abi, original.get("input") or "0x", function=contract.mint_method)
+    except (ValueError, KeyError) as exc:
+        return f"the reverted transaction is not a call to {contract.mint_method}: {str(exc)[:120]}"
+    quote = args.get("quote") if isinstance(args.get("quote"), dict) else args
+    if str(quote.get("orderId", "")).lower() != order_id.lower():
+        return f"the reverted {contract.mint_method} call is for another order"
+    return ""
 
 
 def _apply(event: InboundEvent, facts: _ChainFacts, tx: PaymentTransaction | None) -> str:
@@ -382,6 +412,9 @@ def _apply(event: InboundEvent, facts: _ChainFacts, tx: PaymentTransaction | Non
     if int(receipt.get("status", "0x1"), 16) != 1:
         if tx is None:
             return _finish(event, InboundEvent.Status.IGNORED, "reverted transaction for an unknown order")
+        if facts.not_this_order:
+            log.warning("webhook.failed_not_this_order", event_id=event.pk, reason=facts.not_this_order)
+            return _finish(event, InboundEvent.Status.IGNORED, facts.not_this_order)
         reason = body.get("failure_reason") or facts.revert_reason or "reverted"
         payment_mark_failed(tx=tx, reason=reason, source=f"webhook:{event.delivery_id}", tx_hash=body["tx_hash"])
         return _finish(event, InboundEvent.Status.PROCESSED, tx=tx)
