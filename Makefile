@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 PIP_FLAGS := --disable-pip-version-check -q
 PYTEST_ARGS ?=
 
-.PHONY: run test deps pydeps npmdeps sysdeps lint check contracts clean-data bench docs-shots
+.PHONY: run test deps pydeps npmdeps sysdeps benchdeps lint check contracts clean-data bench docs-shots
 
 deps: pydeps npmdeps contracts
 
@@ -58,7 +58,15 @@ lint: pydeps
 docs-shots: deps sysdeps
 	CONSOLE_DOCS_SHOTS=1 $(PY) -m pytest tests/browser -m browser -q
 
-bench: deps
+# Debian's wrk, the load client of the hot-path benches (bench/checkout.py, bench/webhook_ingest.py); installed
+# with apt-get when missing, only for `make bench` (without it the benches fall back to a slower Python client).
+WRK := /usr/bin/wrk
+benchdeps:
+	@test -x $(WRK) || { \
+	  echo "installing Debian wrk for the benches"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+
+bench: deps benchdeps
 	$(PY) bench/run_all.py
 
 clean-data:

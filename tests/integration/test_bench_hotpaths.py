@@ -1,0 +1,86 @@
+"""bench/checkout.py and bench/webhook_ingest.py in small mode: each starts its own gunicorn (2 sync workers, as
+make run) on a bench database, loads the project path and the bare baseline in the same run and prints both with
+the ratio and the targets (the full runs are `make bench`). The first run on a database server also migrates
+the bench template (about 30 s); later runs clone it."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+from django.conf import settings
+
+ROOT = Path(settings.BASE_DIR)
+pytestmark = pytest.mark.timeout(300)
+NUMBER = r"\s+([\d.]+)"
+ROW = r"^(LABELS)" + NUMBER * 6 + r"%\s+(\d+)\s+(\d+)$"
+
+
+@pytest.fixture
+def bench_database(request):
+    name = f"{os.environ.get('TEST_DATABASE_NAME', 'test_billing')}_bench_{request.node.name[5:20]}"
+    yield f"postgres://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect("postgres://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _run(script: str, database: str, *args: str) -> str:
+    env = {**os.environ, "BENCH_DATABASE_URL": database}
+    env.pop("DATABASE_URL", None)
+    run = subprocess.run(
+        [sys.executable, f"bench/{script}", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=280
+    )
+    assert run.returncode == 0, run.stdout + run.stderr[-3000:]
+    return run.stdout
+
+
+def _rows(out: str, label: str) -> dict[str, list[float]]:
+    found = {
+        m.group(1): [float(x) for x in m.groups()[1:]]
+        for m in re.finditer(ROW.replace("LABELS", label), out, re.MULTILINE)
+    }
+    for name, (rps, p50, p95, p99, cpu, share, errors, requests) in found.items():
+        assert requests > 0 and errors == 0, (name, out)
+        assert 0 < p50 <= p95 <= p99 and cpu > 0 and 0 < share < 100, (name, out)
+        assert rps > 0, (name, out)
+    return found
+
+
+def _check_ratio(out: str, label: str, project: list[float], baseline: list[float]) -> None:
+    ratio = re.search(rf"^ratio {re.escape(label)}: throughput ([\d.]+)x of the baseline, p50 ([\d.]+)x", out, re.M)
+    assert ratio, out
+    assert float(ratio.group(1)) == pytest.approx(project[0] / baseline[0], rel=0.02, abs=0.01)
+    assert float(ratio.group(2)) == pytest.approx(project[1] / baseline[1], rel=0.02, abs=0.01)
+
+
+def test_checkout_bench_small_run(bench_database):
+    out = _run("checkout.py", bench_database, "--seconds", "1", "--warmup", "1", "--clients", "4")
+    assert "ECDSA backend CoinCurveECCBackend" in out, out
+    rows = _rows(out, r"checkout, sequential|bare baseline, sequential|checkout, 4 clients|bare baseline, 4 clients")
+    assert len(rows) == 4, out
+    for name in ("sequential", "4 clients"):
+        _check_ratio(out, f"checkout, {name}", rows[f"checkout, {name}"], rows[f"bare baseline, {name}"])
+    # Every checkout answered 201 wrote exactly one ledger row and one idempotency row.
+    ledger = re.search(r"^ledger rows: (\d+), idempotency rows: (\d+)", out, re.M)
+    assert ledger and int(ledger.group(1)) == int(ledger.group(2)) >= rows["checkout, sequential"][7], out
+    assert re.search(r"^target sequential p95 <= 30 ms: [\d.]+ ms (PASS|OVER)$", out, re.M), out
+    assert re.search(r"^target 4 clients >= 110/s: [\d.]+/s (PASS|UNDER)$", out, re.M), out
+
+
+def test_webhook_bench_small_run(bench_database):
+    out = _run("webhook_ingest.py", bench_database, "--seconds", "1", "--warmup", "1", "--connections", "8")
+    modes = ["chain up", "chain frozen"] if "webhook, chain up" in out else ["chain frozen"]
+    labels = "|".join(f"webhook, {m}|bare baseline, {m}" for m in modes)
+    rows = _rows(out, labels)
+    assert len(rows) == 2 * len(modes), out
+    for mode in modes:
+        _check_ratio(out, f"webhook, {mode}", rows[f"webhook, {mode}"], rows[f"bare baseline, {mode}"])
+    # 20 % repeated ids: about four in five answered deliveries were new and stored, the rest were duplicates.
+    for stored, answered in re.findall(r"^  stored (\d+) new deliveries of (\d+) answered", out, re.M):
+        assert 0.7 * int(answered) <= int(stored) <= 0.9 * int(answered) + 2, out
+    assert re.search(r"^target chain frozen: .* (PASS|MISS)$", out, re.M), out
