@@ -83,9 +83,15 @@ def anvil():
 
 def pytest_configure(config):
     # Celery messages are only triggers; tests call services directly, so no message needs a broker.
+    from django.conf import settings
+
     from billing_project.celery import app
 
     app.conf.broker_url = "memory://"
+    # PBKDF2 at Django's 1,000,000 iterations costs about a second of CPU per user on this machine, and most
+    # tests create two or three users: the suite hashes test passwords with a cheap hasher instead. Processes
+    # the tests start (gunicorn, Celery, the embedded stack) keep the real settings.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
     # WhiteNoise serves from the finders here (WHITENOISE_USE_FINDERS) and warns when STATIC_ROOT, which
     # collectstatic fills for `make run`, does not exist yet: give it the (git-ignored) folder.

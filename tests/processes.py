@@ -44,6 +44,9 @@ def child_env(**extra: str) -> dict[str, str]:
         LOG_LEVEL="WARNING",
         DB_CONN_MAX_AGE="0",
         PYTHONUNBUFFERED="1",
+        # Messages are only triggers: a process without a worker of its own drops them (tests that start Celery
+        # workers pass their broker).
+        CELERY_BROKER_URL="memory://",
     )
     env.update(extra)
     return env
