@@ -214,6 +214,9 @@ BILLING_QUOTE_SIGNER_KEY_FILE = env.str("BILLING_QUOTE_SIGNER_KEY_FILE", default
 # Operator key for refunds and withdrawals.
 BILLING_OPERATOR_KEY = env.str("BILLING_OPERATOR_KEY", default="")
 BILLING_OPERATOR_KEY_FILE = env.str("BILLING_OPERATOR_KEY_FILE", default="")
+# Where withdrawals from the payment contracts go (an address on every EVM network the contracts live on);
+# empty: withdrawals are refused (409 treasury_not_configured).
+BILLING_TREASURY_ADDRESS = env.str("BILLING_TREASURY_ADDRESS", default="")
 # Distinct transaction hashes one checkout accepts (a wallet's speed-ups and retries); more is refused 409.
 BILLING_CHECKOUT_MAX_TX_HASHES = env.int("BILLING_CHECKOUT_MAX_TX_HASHES", default=5)
 BILLING_CHECKOUT_TTL = timedelta(minutes=env.int("BILLING_CHECKOUT_TTL_MINUTES", default=30))

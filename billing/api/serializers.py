@@ -23,6 +23,7 @@ from billing.models import (
     ChainEvent,
     CryptoConfig,
     Network,
+    OperatorTransaction,
     OutboxDelivery,
     PaymentContract,
     PaymentProvider,
@@ -735,6 +736,58 @@ class OperatorActionResultSerializer(serializers.Serializer):
     result = serializers.CharField(help_text="What happened: refund_sent, refund_requested, reprocessed, ...")
     detail = serializers.CharField(allow_blank=True)
     transaction = TransactionDetailSerializer()
+
+
+class WithdrawSerializer(serializers.Serializer):
+    token = serializers.CharField(
+        max_length=66, help_text="Symbol (e.g. dUSD, or the network's native symbol) or token address."
+    )
+    amount = TokenAmountField(
+        required=False, allow_null=True, help_text="Smallest unit; omitted or null: the whole available balance."
+    )
+    reason = serializers.CharField(max_length=500, help_text="Why; kept in the audit log.")
+
+
+class OperatorTransactionSerializer(serializers.ModelSerializer):
+    network = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    value = TokenAmountField()
+    fee = TokenAmountField(allow_null=True)
+
+    class Meta:
+        model = OperatorTransaction
+        fields = [
+            "id",
+            "kind",
+            "status",
+            "network",
+            "chain_id",
+            "sender",
+            "to",
+            "value",
+            "nonce",
+            "tx_hashes",
+            "mined_tx_hash",
+            "block_number",
+            "fee",
+            "replacements",
+            "retry_of",
+            "requested_by",
+            "reason",
+            "error",
+            "created_at",
+            "mined_at",
+        ]
+        read_only_fields = fields
+
+
+class WithdrawResultSerializer(serializers.Serializer):
+    result = serializers.CharField(help_text="withdraw_sent")
+    detail = serializers.CharField()
+    withdrawal = serializers.DictField(
+        help_text="contract_slug, network, token (SYMBOL@network), token_address, treasury, amount, balance, "
+        "reserved (in-flight refunds left in the contract), to, data"
+    )
+    operator_transaction = OperatorTransactionSerializer()
 
 
 class ChainEventSerializer(serializers.ModelSerializer):

@@ -29,6 +29,7 @@ from billing.api.serializers import (
     NetworkSerializer,
     OperatorActionResultSerializer,
     OperatorActionSerializer,
+    OperatorTransactionSerializer,
     OutboxDeliverySerializer,
     PlanSerializer,
     ProviderSerializer,
@@ -36,6 +37,8 @@ from billing.api.serializers import (
     TokenSerializer,
     TransactionDetailSerializer,
     TransactionSerializer,
+    WithdrawResultSerializer,
+    WithdrawSerializer,
 )
 from billing.filters import OutboxDeliveryFilter, TransactionFilter
 from billing.models import OutboxDelivery
@@ -141,6 +144,44 @@ class ContractAdminViewSet(CatalogViewSet):
         queryset = selectors.contract_events(contract=contract)
         page = self.paginate_queryset(queryset)
         return self.get_paginated_response(ChainEventSerializer(page, many=True).data)
+
+    @extend_schema(
+        tags=["admin: contracts"],
+        summary="Withdraw the contract's balance of a token to the treasury (operator transaction, audited)",
+        request=WithdrawSerializer,
+        responses={200: WithdrawResultSerializer},
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path="withdraw",
+        permission_classes=[IsBillingAdmin],
+        serializer_class=WithdrawSerializer,
+    )
+    def withdraw(self, request: Request, slug: str) -> Response:
+        body = WithdrawSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        contract = self.get_object()
+        try:
+            result = operator.contract_withdraw(
+                contract=contract,
+                actor=request.user,
+                token=body.validated_data["token"],
+                amount=body.validated_data.get("amount"),
+                reason=body.validated_data["reason"],
+            )
+        except operator.OperatorInputError as exc:
+            raise ApiError(exc.code, exc.message, status_code=status.HTTP_400_BAD_REQUEST)
+        except operator.OperatorActionError as exc:
+            raise ApiError(exc.code, exc.message, status_code=status.HTTP_409_CONFLICT)
+        return Response(
+            {
+                "result": result.result,
+                "detail": result.detail,
+                "withdrawal": result.plan.as_dict(),
+                "operator_transaction": OperatorTransactionSerializer(result.operator_transaction).data,
+            }
+        )
 
 
 @extend_schema_view(

@@ -316,3 +316,243 @@ def inbound_event_reprocess(*, event: InboundEvent, actor, reason: str = "") -> 
         )
     log.info("operator.inbound_reprocessed", inbound_event_id=event.pk, tx_hash=event.tx_hash, user_id=actor.pk)
     return outcome
+
+
+# --- withdrawals -------------------------------------------------------------------------------------
+
+ZERO_ADDRESS = "0x" + "0" * 40
+
+
+class OperatorInputError(OperatorActionError):
+    """The request itself is wrong (maps to 400)."""
+
+
+@dataclass(frozen=True)
+class WithdrawPlan:
+    """What a withdrawal sends: the contract's withdraw method to the treasury, for one token."""
+
+    contract_slug: str
+    network: str
+    token: str  # SYMBOL@network
+    token_address: str  # zero for the native coin
+    treasury: str
+    amount: int
+    balance: int
+    reserved: int  # in-flight refunds of this token the withdrawal leaves in the contract
+    to: str
+    data: str
+
+    def as_dict(self) -> dict:
+        return {k: str(v) if isinstance(v, int) else v for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class WithdrawResult:
+    result: str
+    detail: str
+    plan: WithdrawPlan
+    operator_transaction: object | None = None
+
+
+def _withdraw_token(contract, token: str):
+    """A token of the contract's network by symbol (case-insensitive) or address; the native coin by its
+    symbol or the zero address."""
+    from billing.models import Token
+
+    wanted = (token or "").strip()
+    if not wanted:
+        raise OperatorInputError("validation_error", "Name the token to withdraw (symbol or address).")
+    tokens = Token.objects.filter(network=contract.network)
+    if wanted.lower().startswith("0x"):
+        address = "" if wanted.lower() == ZERO_ADDRESS else wanted
+        found = tokens.filter(address__iexact=address).first()
+    else:
+        found = tokens.filter(symbol__iexact=wanted).first()
+    if found is None and wanted.lower() in (contract.network.native_symbol.lower(), ZERO_ADDRESS):
+        found = Token(network=contract.network, symbol=contract.network.native_symbol, address="", decimals=18)
+    if found is None:
+        raise OperatorInputError(
+            "unknown_token", f"No token {wanted!r} on network {contract.network.slug} (symbol or address)."
+        )
+    return found
+
+
+def _withdraw_calldata(contract, *, token_address: str, to: str, amount: int) -> str:
+    from web3 import Web3
+
+    fn = contract.abi_function(contract.withdraw_method) if contract.withdraw_method else None
+    inputs = [i.get("type") for i in (fn or {}).get("inputs", [])]
+    if inputs != ["address", "address", "uint256"]:
+        raise OperatorActionError(
+            "withdraw_unsupported",
+            "Only contracts whose withdraw method is withdraw(address token, address to, uint256 amount) can be "
+            "withdrawn from here.",
+        )
+    w3c = Web3().eth.contract(abi=contract.abi)
+    return w3c.encode_abi(
+        contract.withdraw_method,
+        args=[Web3.to_checksum_address(token_address), Web3.to_checksum_address(to), amount],
+    )
+
+
+def contract_withdraw_plan(*, contract, token: str, amount: int | None) -> WithdrawPlan:
+    """Validate a withdrawal and work out what it sends (reads the contract's balance from the chain).
+
+    `amount` None: the whole balance minus what in-flight refunds of that token still need. Refused: no
+    treasury (409 treasury_not_configured), an amount under 1 (400), more than that (409
+    insufficient_balance), nothing to withdraw (409 nothing_to_withdraw)."""
+    from django.conf import settings
+    from django.db.models import Sum
+    from eth_utils import is_address, to_checksum_address
+
+    from billing.chain.balances import read_balances
+    from billing.models import Token
+
+    treasury = (getattr(settings, "BILLING_TREASURY_ADDRESS", "") or "").strip()
+    if not treasury:
+        raise OperatorActionError(
+            "treasury_not_configured", "No treasury address: set BILLING_TREASURY_ADDRESS to withdraw."
+        )
+    if not is_address(treasury) or treasury.lower() == ZERO_ADDRESS:
+        raise OperatorActionError(
+            "treasury_not_configured", "BILLING_TREASURY_ADDRESS is not a valid, non-zero address."
+        )
+    treasury = to_checksum_address(treasury)
+    if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int) or amount < 1):
+        raise OperatorInputError("validation_error", "The amount is a positive integer in the token's smallest unit.")
+    tok = _withdraw_token(contract, token)
+    token_address = tok.address or ZERO_ADDRESS
+    key = f"{tok.symbol}@{contract.network.slug}"
+    probe = tok if tok.pk is not None else Token(pk=0, network=contract.network, symbol=tok.symbol, address="")
+    try:
+        balance = read_balances(network=contract.network, holder=contract.address, tokens=[probe])[probe.pk]
+    except Exception as exc:
+        raise OperatorActionError(
+            "chain_unavailable", f"The contract's balance cannot be read: {mask_url(str(exc))[:300]}"
+        ) from None
+    if isinstance(balance, Exception):
+        raise OperatorActionError("chain_unavailable", f"The contract's balance cannot be read: {balance}")
+    reserved = 0
+    if tok.pk is not None:
+        reserved = int(
+            PaymentTransaction.objects.filter(
+                contract=contract, token=tok, refund_status=RefundStatus.IN_FLIGHT
+            ).aggregate(total=Sum("amount"))["total"]
+            or 0
+        )
+    available = max(balance - reserved, 0)
+    if amount is None:
+        if available == 0:
+            raise OperatorActionError(
+                "nothing_to_withdraw",
+                f"The contract holds {balance} of {key} (smallest unit), {reserved} of it for refunds in flight.",
+            )
+        amount = available
+    elif amount > available:
+        raise OperatorActionError(
+            "insufficient_balance",
+            f"The contract holds {balance} of {key} (smallest unit), {reserved} of it for refunds in flight: "
+            f"{amount} cannot be withdrawn.",
+        )
+    data = _withdraw_calldata(contract, token_address=token_address, to=treasury, amount=amount)
+    return WithdrawPlan(
+        contract_slug=contract.slug,
+        network=contract.network.slug,
+        token=key,
+        token_address=to_checksum_address(token_address),
+        treasury=treasury,
+        amount=amount,
+        balance=balance,
+        reserved=reserved,
+        to=to_checksum_address(contract.address),
+        data=data,
+    )
+
+
+def _refuse_withdraw_in_flight(contract) -> None:
+    from billing.services.operator_txs import NONCE_HOLDING
+
+    if OperatorTransaction.objects.filter(
+        kind=OperatorTransaction.Kind.WITHDRAW,
+        to__iexact=contract.address,
+        network_id=contract.network_id,
+        status__in=NONCE_HOLDING,
+    ).exists():
+        raise OperatorActionError(
+            "withdraw_in_flight", "A withdrawal from this contract is still in flight: wait until it is settled."
+        )
+
+
+def contract_withdraw(
+    *, contract, actor, token: str, amount: int | None = None, reason: str = "", dry_run: bool = False
+) -> WithdrawResult:
+    """Withdraw a token from a payment contract to the treasury (BILLING_TREASURY_ADDRESS) through the
+    contract's withdraw(token, to, amount), sent as an operator transaction (committed before the
+    broadcast, watched and replaced by the sweep like a refund), audited on the contract with the actor and
+    reason. One withdrawal per contract at a time (409 withdraw_in_flight). `dry_run`: validate and return
+    the plan, send and write nothing. Runs outside any transaction."""
+    from billing.models import PaymentContract
+
+    if not (reason or "").strip() and not dry_run:
+        raise OperatorInputError("validation_error", "A reason is required (it is kept in the audit log).")
+    if not dry_run:
+        _refuse_withdraw_in_flight(contract)
+    plan = contract_withdraw_plan(contract=contract, token=token, amount=amount)
+    if dry_run:
+        return WithdrawResult("withdraw_planned", "Dry run: nothing was sent.", plan)
+    try:
+        importlib.import_module("billing.chain.sender").operator_account()
+    except ImproperlyConfigured as exc:
+        raise OperatorActionError("not_available", f"Withdrawals need the operator key: {exc}") from None
+    from billing.services.operator_txs import (
+        OperatorTxRefused,
+        operator_tx_broadcast,
+        operator_tx_create,
+    )
+
+    details = {"reason": reason, "actor": _actor_label(actor), **plan.as_dict()}
+    with acting_user(actor), transaction.atomic(durable=True):
+        locked = PaymentContract.objects.select_for_update().select_related("network").get(pk=contract.pk)
+        _refuse_withdraw_in_flight(locked)
+        row = operator_tx_create(
+            kind=OperatorTransaction.Kind.WITHDRAW,
+            network=locked.network,
+            to=plan.to,
+            data=plan.data,
+            requested_by=_actor_label(actor),
+            reason=reason,
+        )
+        _audit_note(
+            instance=locked, actor=actor, note="withdraw_requested", details={**details, "operator_tx_id": row.pk}
+        )
+    from billing.chain.rpc import ChainClient
+
+    client = ChainClient.for_network(locked.network, contract=locked)
+    try:
+        row = operator_tx_broadcast(row=row, client=client)
+    except OperatorTxRefused as exc:
+        with transaction.atomic():
+            _audit_note(
+                instance=locked,
+                actor=actor,
+                note="withdraw_refused",
+                details={**details, "operator_tx_id": row.pk, "error": str(exc)[:300]},
+            )
+        raise OperatorActionError("withdraw_failed", f"The withdrawal was not sent: {str(exc)[:300]}")
+    with transaction.atomic():
+        _audit_note(
+            instance=locked,
+            actor=actor,
+            note="withdraw_sent",
+            details={**details, "operator_tx_id": row.pk, "tx_hash": row.tx_hashes[-1]},
+        )
+    log.info(
+        "operator.withdraw_sent", contract_slug=locked.slug, token=plan.token, amount=str(plan.amount), user_id=actor.pk
+    )
+    detail = (
+        f"Withdrawing {plan.amount} of {plan.token} (smallest unit) to the treasury {plan.treasury}: "
+        f"{row.tx_hashes[-1]}."
+    )
+    if row.status == OperatorTransaction.Status.NEW:
+        detail += " The node did not confirm receiving it; the operator transaction sweep checks it."
+    return WithdrawResult("withdraw_sent", detail, plan, row)
