@@ -162,18 +162,13 @@ class ContractAdminViewSet(CatalogViewSet):
         body = WithdrawSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         contract = self.get_object()
-        try:
-            result = operator.contract_withdraw(
-                contract=contract,
-                actor=request.user,
-                token=body.validated_data["token"],
-                amount=body.validated_data.get("amount"),
-                reason=body.validated_data["reason"],
-            )
-        except operator.OperatorInputError as exc:
-            raise ApiError(exc.code, exc.message, status_code=status.HTTP_400_BAD_REQUEST)
-        except operator.OperatorActionError as exc:
-            raise ApiError(exc.code, exc.message, status_code=status.HTTP_409_CONFLICT)
+        result = operator.contract_withdraw(  # ServiceError (400/409) becomes the error body in the handler
+            contract=contract,
+            actor=request.user,
+            token=body.validated_data["token"],
+            amount=body.validated_data.get("amount"),
+            reason=body.validated_data["reason"],
+        )
         return Response(
             {
                 "result": result.result,

@@ -21,6 +21,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.models import Q
 
+from billing.fields import ZERO_ADDRESS
 from billing.models import (
     InboundEvent,
     OperatorTransaction,
@@ -320,11 +321,12 @@ def inbound_event_reprocess(*, event: InboundEvent, actor, reason: str = "") -> 
 
 # --- withdrawals -------------------------------------------------------------------------------------
 
-ZERO_ADDRESS = "0x" + "0" * 40
-
 
 class OperatorInputError(OperatorActionError):
-    """The request itself is wrong (maps to 400)."""
+    """The request itself is wrong (400)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(code, message, status=400)
 
 
 @dataclass(frozen=True)
