@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 
 import pytest
+from auditlog.models import LogEntry
 from django.core.management import call_command
 from django.db.models import F
 
@@ -39,7 +40,9 @@ def pay(chain, user_api, plan: str, payer) -> PaymentTransaction:
     return tx
 
 
-def test_reconcile_is_clean_after_payments_and_a_refund_and_finds_a_hand_edit(chain, world, user_api, admin_api):
+def test_reconcile_is_clean_after_payments_and_a_refund_and_finds_a_hand_edit(
+    chain, world, user_api, admin_api, billing_admin_user
+):
     from billing.services.reconcile import contracts_reconcile_all
 
     fresh, receipt = deploy_artifact(chain.w3, OWNER, "SubscriptionPass", OWNER.address, SIGNER.address)
@@ -55,6 +58,9 @@ def test_reconcile_is_clean_after_payments_and_a_refund_and_finds_a_hand_edit(ch
         f"/v1/billing/admin/transactions/{native.public_id}/refund", {"reason": "t"}, format="json"
     )
     assert response.status_code in (200, 202), response.content
+    # The refund through the token API is audited with the token's user.
+    sent = [e for e in LogEntry.objects.get_for_object(native) if e.changes_dict.get("operator_action")]
+    assert [(e.actor, e.changes_dict["operator_action"][1]) for e in sent] == [(billing_admin_user, "refund_sent")]
     chain.anvil.mine(3)
     contract_sync(contract_id=contract.pk)
     native.refresh_from_db()
