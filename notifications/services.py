@@ -30,7 +30,11 @@ def _send(notification: Notification) -> None:
     if not url:
         log.warning("ops.notification", kind=notification.kind, title=notification.title, data=notification.data)
         return
+    # Delivery is at least once (a worker killed after the POST and before its commit sends it again):
+    # the receiver dedupes on the notification's key, sent in the body and as Idempotency-Key.
     body = {
+        "id": notification.pk,
+        "dedupe_key": notification.dedupe_key,
         "kind": notification.kind,
         "title": notification.title,
         "body": notification.body,
@@ -40,7 +44,7 @@ def _send(notification: Notification) -> None:
     response = requests.post(
         url,
         data=json.dumps(body),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", "Idempotency-Key": notification.dedupe_key},
         timeout=settings.NOTIFICATIONS_HTTP_TIMEOUT,
     )
     if response.status_code >= 300:
