@@ -4,12 +4,10 @@ task, a restarted worker, an operator's replay) finds its row already there and 
 
 User notices: payment received, payment failed (with what to do about it), refunded (payment.status.v1);
 plan changes, expired (plan.changed.v1); past due (subscription.past_due.v1); renewal due in N days
-(`renewal_due_notify`, a beat task). Ops notices: every ops.notice.v1 (billing.services.notices)."""
+(`services.renewal_due_notify`, a beat task). Ops notices: every ops.notice.v1 (billing.services.notices)."""
 
 from __future__ import annotations
 
-import math
-from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
@@ -149,7 +147,7 @@ def failure_advice(reason: str) -> str:
     return DEFAULT_ADVICE
 
 
-def _display_amount(payload: dict) -> str:
+def display_amount(payload: dict) -> str:
     try:
         value = Decimal(int(payload.get("amount") or 0)).scaleb(-int(payload.get("decimals") or 0))
     except (ValueError, ArithmeticError):
@@ -165,7 +163,7 @@ def handle_payment_status(payload: dict) -> None:
     if not user_id or status not in ("confirmed", "failed", "refunded"):
         return
     data = {k: payload.get(k) for k in ("transaction_id", "public_id", "status", "amount", "token", "plan", "tx_hash")}
-    amount = _display_amount(payload)
+    amount = display_amount(payload)
     if status == "confirmed":
         kind, title = "payment_received", "Payment received"
         body = f"We received your payment of {amount}" + (f" for {payload['plan']}." if payload.get("plan") else ".")
@@ -189,50 +187,3 @@ def handle_payment_status(payload: dict) -> None:
         data=data,
         dedupe_key=key,
     )
-
-
-# --- renewal due in N days (beat) ---------------------------------------------------------------------------
-
-
-def renewal_due_key(subscription_id: int, period_end: datetime) -> str:
-    return f"renewal_due:{subscription_id}:{period_end.isoformat()}"
-
-
-def renewal_due_notify(*, now: datetime, days: int) -> int:
-    """A reminder row per subscription whose paid time ends within `days` with nothing paid after it, once
-    per period end (the dedupe key): running again, or in two workers at once, adds nothing."""
-    from billing.selectors import subscriptions_renewal_due
-
-    due = subscriptions_renewal_due(now=now, within=timedelta(days=days))
-    known = set(
-        Notification.objects.filter(
-            dedupe_key__in=[renewal_due_key(d["subscription_id"], d["period_end"]) for d in due]
-        ).values_list("dedupe_key", flat=True)
-    )
-    created = 0
-    for item in due:
-        key = renewal_due_key(item["subscription_id"], item["period_end"])
-        if key in known:
-            continue
-        price = _display_amount(
-            {"amount": item["price_amount"], "decimals": item["price_decimals"], "token": item["price_token"]}
-        )
-        left = max(0, math.ceil((item["period_end"] - now).total_seconds() / 86400))
-        created += notify(
-            audience=Notification.Audience.USER,
-            user_id=item["user_id"],
-            kind="renewal_due",
-            title=f"Your {item['plan_title']} plan renews in {left} day{'s' if left != 1 else ''}"
-            if left
-            else f"Your {item['plan_title']} plan ends today",
-            body=f"Your paid time ends {item['period_end']:%Y-%m-%d %H:%M} UTC. Pay {price} before then to keep it.",
-            data={
-                "subscription_id": item["subscription_id"],
-                "plan": item["plan"],
-                "period_end": item["period_end"].isoformat(),
-                "price_amount": str(item["price_amount"]),
-                "price_token": item["price_token"],
-            },
-            dedupe_key=key,
-        )
-    return created

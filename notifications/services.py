@@ -5,6 +5,8 @@ its attempts, when it is marked failed for an operator to see."""
 from __future__ import annotations
 
 import json
+import math
+from datetime import datetime, timedelta
 
 import requests
 import structlog
@@ -92,3 +94,51 @@ def notifications_due_ids(*, limit: int = 500) -> list[int]:
         .order_by("created_at")
         .values_list("pk", flat=True)[:limit]
     )
+
+
+# --- renewal due in N days (beat) ---------------------------------------------------------------------------
+
+
+def renewal_due_key(subscription_id: int, period_end: datetime) -> str:
+    return f"renewal_due:{subscription_id}:{period_end.isoformat()}"
+
+
+def renewal_due_notify(*, now: datetime, days: int) -> int:
+    """A reminder row per subscription whose paid time ends within `days` with nothing paid after it, once
+    per period end (the dedupe key): running again, or in two workers at once, adds nothing."""
+    from billing.selectors import subscriptions_renewal_due
+    from notifications.receivers import display_amount, notify
+
+    due = subscriptions_renewal_due(now=now, within=timedelta(days=days))
+    known = set(
+        Notification.objects.filter(
+            dedupe_key__in=[renewal_due_key(d["subscription_id"], d["period_end"]) for d in due]
+        ).values_list("dedupe_key", flat=True)
+    )
+    created = 0
+    for item in due:
+        key = renewal_due_key(item["subscription_id"], item["period_end"])
+        if key in known:
+            continue
+        price = display_amount(
+            {"amount": item["price_amount"], "decimals": item["price_decimals"], "token": item["price_token"]}
+        )
+        left = max(0, math.ceil((item["period_end"] - now).total_seconds() / 86400))
+        created += notify(
+            audience=Notification.Audience.USER,
+            user_id=item["user_id"],
+            kind="renewal_due",
+            title=f"Your {item['plan_title']} plan renews in {left} day{'s' if left != 1 else ''}"
+            if left
+            else f"Your {item['plan_title']} plan ends today",
+            body=f"Your paid time ends {item['period_end']:%Y-%m-%d %H:%M} UTC. Pay {price} before then to keep it.",
+            data={
+                "subscription_id": item["subscription_id"],
+                "plan": item["plan"],
+                "period_end": item["period_end"].isoformat(),
+                "price_amount": str(item["price_amount"]),
+                "price_token": item["price_token"],
+            },
+            dedupe_key=key,
+        )
+    return created

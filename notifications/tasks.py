@@ -28,6 +28,6 @@ def renewal_due_notify() -> int:
     from django.conf import settings
     from django.utils import timezone
 
-    from notifications.receivers import renewal_due_notify as run
+    from notifications.services import renewal_due_notify as run
 
     return run(now=timezone.now(), days=settings.NOTIFICATIONS_RENEWAL_DUE_DAYS)
