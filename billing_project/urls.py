@@ -17,3 +17,5 @@ urlpatterns = [
     path("v1/profile/", include("profiles.api.urls")),
     path("v1/notifications", include("notifications.urls")),
 ]
+
+handler500 = "billing_project.unavailable.handler500"

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 GUNICORN_CONF = ROOT / "billing_project" / "gunicorn.conf.py"
 
 
-def test_database_url() -> str:
+def current_database_url() -> str:
     """The URL of the database this test runs against (pytest-django's test database, xdist suffix included)."""
     from django.db import connection
 
@@ -38,7 +38,7 @@ def test_database_url() -> str:
 def child_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COV_"))}
     env.update(
-        DATABASE_URL=test_database_url(),
+        DATABASE_URL=current_database_url(),
         DJANGO_SETTINGS_MODULE="billing_project.settings",
         LOG_JSON="false",
         LOG_LEVEL="WARNING",
