@@ -66,7 +66,10 @@ def test_requests_answer_503_while_postgres_is_down_and_recover_after(own_postgr
 
         def deliver(n: int):
             raw = json.dumps(body_for(contract, n)).encode()
-            headers = {"Content-Type": "application/json", "X-Billing-Signature": signing.sign(raw, [contract.webhook_secret])}
+            headers = {
+                "Content-Type": "application/json",
+                "X-Billing-Signature": signing.sign(raw, [contract.webhook_secret]),
+            }
             return requests.post(hook, data=raw, headers=headers, timeout=30)
 
         def load():
