@@ -404,18 +404,9 @@ def _can_refund(tx: PaymentTransaction) -> bool:
     return can_transition(tx.status, TxStatus.REFUNDED) and not tx.refund_tx_hash and not tx.refund_status
 
 
-def _retry_refund_service():
-    """The retry-refund operator action, when billing.services.operator offers it."""
-    return getattr(operator, "transaction_refund_retry", None)
-
-
 def _can_retry_refund(tx: PaymentTransaction) -> bool:
     """The last refund failed (reverted, stuck at the gas cap, never sent) and the payment can still be refunded."""
-    return (
-        _retry_refund_service() is not None
-        and tx.refund_status == RefundStatus.FAILED
-        and can_transition(tx.status, TxStatus.REFUNDED)
-    )
+    return tx.refund_status == RefundStatus.FAILED and can_transition(tx.status, TxStatus.REFUNDED)
 
 
 def _keyset(qs, sort: str, cursor: dict | None):
@@ -472,7 +463,6 @@ def transactions_tab(request: HttpRequest) -> HttpResponse:
         "paged": bool(request.GET.get("cursor")),
         "count_text": count_text,
         "sorts": SORTS,
-        "retry_refund_available": _retry_refund_service() is not None,
     }
     open_id = request.GET.get("open", "")
     if open_id:
@@ -564,10 +554,8 @@ def transaction_reprocess(request: HttpRequest, public_id: str) -> HttpResponse:
 
 @console_view
 def transaction_retry_refund(request: HttpRequest, public_id: str) -> HttpResponse:
-    service = _retry_refund_service()
-    if service is None:
-        return _action_error("Retrying a refund is not available in this deployment.", 409)
-    return _run_tx_action(request, public_id, service)
+    """A new attempt for a refund that failed (reverted, stuck at the gas cap, never sent)."""
+    return _run_tx_action(request, public_id, operator.transaction_refund_retry)
 
 
 # --- Crypto -----------------------------------------------------------------------------------------
@@ -713,17 +701,12 @@ def crypto_changelog(request: HttpRequest) -> HttpResponse:
 # --- Operations -------------------------------------------------------------------------------------
 
 
-def _withdraw_service():
-    return getattr(operator, "contract_withdraw", None)
-
-
 @console_view
 def operations_tab(request: HttpRequest) -> HttpResponse:
     context = {
         "dead": selectors.outbox_dead_letters(),
         "inbound": selectors.inbound_events_unprocessed(),
         "withdrawals": selectors.operator_transactions_recent(kind="withdraw"),
-        "withdraw_available": _withdraw_service() is not None,
         "contracts": list(selectors.contract_cards().filter(enabled=True)),
     }
     return _workspace(request, "operations", context)
@@ -757,24 +740,23 @@ def inbound_reprocess(request: HttpRequest, pk: int) -> HttpResponse:
 
 @console_view
 def contract_withdraw(request: HttpRequest, slug: str) -> HttpResponse:
-    service = _withdraw_service()
-    if service is None:
-        return _action_error("Withdrawals are not available in this deployment yet.", 409)
+    """Withdraw to the treasury (operator.contract_withdraw): the form's token (empty: the native coin),
+    amount (empty: the whole available balance) and reason."""
     contract = get_object_or_404(selectors.contract_queryset(), slug=slug)
     raw_amount = (request.POST.get("amount") or "").strip()
     if raw_amount and not raw_amount.isdigit():
         return _action_error("The amount is an integer in the token's smallest unit (empty: the whole balance).", 400)
     try:
-        result = service(
+        result = operator.contract_withdraw(
             contract=contract,
             actor=request.user,
             token=(request.POST.get("token") or "").strip() or contract.network.native_symbol,
             amount=int(raw_amount) if raw_amount else None,
             reason=(request.POST.get("reason") or "").strip()[:500],
         )
-    except (operator.OperatorActionError, DjangoValidationError) as exc:
-        return _action_error(getattr(exc, "message", None) or "; ".join(getattr(exc, "messages", [str(exc)])))
-    return _fragment(request, "console/components/notice.html", {"message": str(getattr(result, "detail", result))})
+    except operator.OperatorActionError as exc:
+        return _action_error(exc.message, exc.status)
+    return _fragment(request, "console/components/notice.html", {"message": result.detail})
 
 
 @console_view

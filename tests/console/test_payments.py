@@ -414,13 +414,13 @@ def test_inbound_reprocess_runs_the_service_with_the_actor(billing_admin_user, w
     assert entry.actor == billing_admin_user and entry.additional_data["reason"] == "rpc back"
 
 
-def test_withdraw_control_is_disabled_until_the_service_exists(billing_admin_user, world):
-    from billing.services import operator
-
-    html = login(billing_admin_user).get(u("operations")).content.decode()
-    if hasattr(operator, "contract_withdraw"):
-        pytest.skip("the withdraw service exists: the control is live")
-    assert "data-withdraw-disabled" in html and 'disabled data-action="withdraw"' in html
+def test_the_withdraw_form_is_live_for_billing_admins_only(billing_admin_user, support_user, world):
+    admin_html = login(billing_admin_user).get(u("operations")).content.decode()
+    assert "data-withdraw-disabled" not in admin_html
+    assert u("contract-withdraw", world["tx"].contract.slug) in admin_html
+    assert 'data-action="withdraw"' in admin_html
+    support_html = login(support_user).get(u("operations")).content.decode()
+    assert 'data-action="withdraw"' not in support_html
 
 
 # --- crypto --------------------------------------------------------------------------------------------------
