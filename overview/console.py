@@ -425,6 +425,9 @@ def revenue_part(request: HttpRequest, state: State) -> HttpResponse:
         "has_money": any(ds["data"] for ds in chart["data"]["datasets"]),
         "chart_json": json.dumps(chart),
         "csv_url": f"{reverse('overview-revenue')}?{csv_query.urlencode()}",
+        # the page's period controls again, out of band: after a tab switch they carry the new tab
+        "oob_controls": True,
+        **_period_controls(state),
     }
     return _render_part(request, "console/overview/revenue.html", context)
 

@@ -57,6 +57,7 @@ def test_operator_reads_the_fixture_kpis_switches_net_downloads_csv_and_follows_
         usd(EXPECTED["net"]["current"]["usd"])
     )
     expect(page).to_have_url(re.compile(r"tab=net"))
+    expect(page.locator('[data-period="7d"]')).to_have_attribute("href", re.compile(r"period=7d.*tab=net"))
     assert page.evaluate("() => !!Chart.getChart(document.querySelector('#overview-revenue canvas'))")
     parts_loaded(page)
     shot(page, "overview-fixture")

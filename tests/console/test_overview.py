@@ -89,6 +89,10 @@ def test_lazy_parts_render_with_the_page_state(billing_admin_user, world):
     assert 'data-revenue-total="net"' in revenue and usd(EXPECTED["net"]["current"]["usd"]) in revenue
     assert "data-console-chart=" in revenue
     assert 'aria-selected="true" data-tab="net"' in revenue
+    # the period controls come along out of band, keeping tab=net when the operator picks another period
+    assert 'id="overview-controls" class="c-row" hx-swap-oob="true"' in revenue
+    seven = re.search(r'href="([^"]+)" data-period="7d"', revenue).group(1).replace("&amp;", "&")
+    assert "period=7d" in seven and "tab=net" in seven and "from=" not in seven
     csv_url = re.search(r'href="([^"]+)" download data-action="csv"', revenue).group(1).replace("&amp;", "&")
     assert csv_url.startswith("/v1/billing/overview/revenue?") and "basis=net" in csv_url and "format=csv" in csv_url
     exported = client.get(csv_url)  # the session reaches the API: the export is the same window's net revenue
