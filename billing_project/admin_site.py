@@ -10,8 +10,8 @@ module imports no app and `billing` never learns about `overview`.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
-from urllib.parse import urlsplit
 
 from django import forms
 from django.contrib import admin
@@ -21,6 +21,8 @@ from django.urls import include, path
 from django.utils.functional import cached_property
 from unfold.admin import TabularInline
 from unfold.sites import UnfoldAdminSite
+
+from billing_project.logging import mask_url
 
 
 class ConsoleAdminSite(UnfoldAdminSite):
@@ -60,23 +62,12 @@ class ConsoleAdminSite(UnfoldAdminSite):
 
 
 def mask_secret_url(url: str | None) -> str:
-    """scheme://host[:port]/**** — drops userinfo, path, query and fragment, where providers put keys.
-
-    Stricter than `billing_project.logging.mask_url` (a regex for free text), which keeps
-    `user:key@` and a `?key=` query without a path.
-    """
+    """One stored URL (an RPC endpoint, a fallback RPC) for a page: `mask_url`'s scheme://host[:port][/****];
+    a value that is not one URL shows as **** (it may be a key pasted in the wrong field)."""
     if not url:
         return ""
-    try:
-        parts = urlsplit(url.strip())
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "****"
-    if not parts.scheme or not host:
-        return "****"
-    hidden = parts.username or parts.password or parts.path.strip("/") or parts.query or parts.fragment
-    return f"{parts.scheme}://{host}{port}" + ("/****" if hidden else "")
+    masked = mask_url(url.strip())
+    return masked if re.fullmatch(r"[a-z][a-z0-9+.-]*://[^\s/]+(/\*{4})?", masked, re.I) else "****"
 
 
 def format_amount(value: Decimal | None, symbol: str = "") -> str:

@@ -15,7 +15,11 @@ from typing import Any
 import structlog
 
 SECRET_KEY_RE = re.compile(r"(secret|password|private|signer_key|api_key|token|authorization)", re.I)
-URL_RE = re.compile(r"(https?|wss?)://(?:[^/\s@]*@)?([^/\s?#:@]+(?::\d+)?)([/?#][^\s\"']*)?")
+# scheme://[userinfo@]host[:port][/path?query#fragment], any scheme, any case, IPv6 hosts in brackets.
+URL_RE = re.compile(
+    r"\b([a-z][a-z0-9+.-]*)://(?:[^/\s@?#]*@)?(\[[0-9a-f:.]+\](?::\d+)?|[^/\s?#:@\[\]]+(?::\d+)?)([/?#][^\s\"']*)?",
+    re.I,
+)
 HEX_KEY_RE = re.compile(r"\b(0x)?[0-9a-fA-F]{64}\b")
 # urllib3/requests name the request path alone ("Max retries exceeded with url: /services/T0/B0/xoxb..."):
 # a webhook URL's token lives exactly there.
@@ -23,14 +27,14 @@ BARE_PATH_RE = re.compile(r"(\burl: )(/[^\s]*)", re.I)
 
 
 def mask_url(url: str) -> str:
-    """https://user:key@host/path?key=1 -> https://host/**** : keys hide in user info, paths and queries.
+    """The one URL masker, for free text and single URLs alike: every URL in `url` keeps only its scheme,
+    host and port; user info is dropped and a path, query or fragment becomes /**** (keys hide in all three):
+    https://user:key@host/v3/key?k=1 -> https://host/****, https://user:key@host -> https://host.
     Also masks the bare request path urllib3 puts in its errors ("with url: /path?query" -> "url: /****")."""
 
     def repl(m: re.Match) -> str:
-        userinfo = "@" in m.group(0).split("//", 1)[1].split("/", 1)[0]
         rest = m.group(3) or ""
-        hidden = (rest and rest != "/") or userinfo
-        return f"{m.group(1)}://{m.group(2)}" + ("/****" if hidden else "")
+        return f"{m.group(1)}://{m.group(2)}" + ("/****" if rest not in ("", "/") else "")
 
     url = URL_RE.sub(repl, url)
     return BARE_PATH_RE.sub(lambda m: m.group(1) + ("/****" if m.group(2) != "/" else "/"), url)

@@ -10,7 +10,8 @@ from django.core.exceptions import ImproperlyConfigured
 from eth_abi import decode, encode
 from eth_utils import function_signature_to_4byte_selector
 
-from billing.chain.rpc import ChainClient, RpcError, safe_url
+from billing.chain.rpc import ChainClient, RpcError
+from billing_project.logging import mask_url
 
 _BALANCE_OF = function_signature_to_4byte_selector("balanceOf(address)")
 _IS_SIGNER = function_signature_to_4byte_selector("isSigner(address)")
@@ -37,10 +38,10 @@ def contract_chain_state(contract, *, tokens, cursor_block: int | None) -> Contr
         client = ChainClient.for_network(contract.network, contract=contract)
         state.head_block = client.block_number()
     except RpcError as exc:
-        state.errors.append(f"chain unavailable: {safe_url(str(exc))[:300]}")
+        state.errors.append(f"chain unavailable: {mask_url(str(exc))[:300]}")
         return state
     except Exception as exc:  # a broken endpoint list must not break the page
-        state.errors.append(safe_url(str(exc))[:300])
+        state.errors.append(mask_url(str(exc))[:300])
         return state
     if cursor_block is not None:
         state.lag_blocks = max(state.head_block - cursor_block, 0)
@@ -60,7 +61,7 @@ def contract_chain_state(contract, *, tokens, cursor_block: int | None) -> Contr
             amount = decode(["uint256"], raw)[0] if len(raw) >= 32 else None
             state.balances.append({"symbol": token.symbol, "decimals": token.decimals, "amount": amount})
     except RpcError as exc:
-        state.errors.append(f"balance: {safe_url(str(exc))[:300]}")
+        state.errors.append(f"balance: {mask_url(str(exc))[:300]}")
     try:
         from billing.chain.quote import get_quote_signer
 
@@ -72,5 +73,5 @@ def contract_chain_state(contract, *, tokens, cursor_block: int | None) -> Contr
             raw = _call(client, contract.address, _IS_SIGNER + encode(["address"], [state.signer]))
             state.signer_accepted = bool(decode(["bool"], raw)[0]) if len(raw) >= 32 else None
         except RpcError as exc:
-            state.errors.append(f"signer check: {safe_url(str(exc))[:200]}")
+            state.errors.append(f"signer check: {mask_url(str(exc))[:200]}")
     return state

@@ -13,8 +13,8 @@ from billing.chain.rpc import (
     endpoint_state,
     post_json_rpc,
     record_health,
-    safe_url,
 )
+from billing_project.logging import mask_url
 
 logger = structlog.get_logger(__name__)
 
@@ -24,7 +24,7 @@ def _ask(session: requests.Session, spec: EndpointSpec, method: str) -> tuple[in
     answer, elapsed = post_json_rpc(session, spec, method, [])
     if "error" in answer:
         error = answer.get("error") or {}
-        message = safe_url(str(error.get("message", error) if isinstance(error, dict) else error))[:300]
+        message = mask_url(str(error.get("message", error) if isinstance(error, dict) else error))[:300]
         code = error.get("code") if isinstance(error, dict) else None
         kind = classify_rpc_error(method, code, message)
         raise TransportError(f"{method}: JSON-RPC error {code} ({kind}): {message}", code=code)
@@ -57,7 +57,7 @@ def probe_endpoint(
         # the slower of the two: what a real call may cost
         report["latency_ms"] = int(max(first, second) * 1000)
     except TransportError as exc:
-        report["error"] = safe_url(str(exc))
+        report["error"] = mask_url(str(exc))
     else:
         if report["chain_id_matches"]:
             report["ok"] = True

@@ -129,7 +129,7 @@ class EndpointSpec:
 
     @property
     def masked_url(self) -> str:
-        return safe_url(self.url)
+        return mask_url(self.url)
 
 
 @dataclass(frozen=True)
@@ -157,13 +157,6 @@ class RetryPolicy:
         """
         sleeps = sum(self.backoff_cap(i) for i in range(self.max_retries))
         return sum((self.max_retries + 2) * t + sleeps for t in timeouts)
-
-
-def safe_url(url: str) -> str:
-    """mask_url, plus what it lets through: user:password@ and a ?query without a path."""
-    url = re.sub(r"^([a-z]+://)[^/@\s]*@", r"\1", url, flags=re.I)
-    url = re.sub(r"^([a-z]+://[^/?#\s]+)[?#]\S*", r"\1/****", url, flags=re.I)
-    return mask_url(url)
 
 
 # --- process-wide endpoint state ----------------------------------------------------------------------
@@ -248,7 +241,7 @@ def record_health(
     if ok:
         values.update(last_ok_at=stamp, last_latency_ms=latency_ms, last_error="")
     else:
-        values["last_error"] = safe_url(error)[:500]
+        values["last_error"] = mask_url(error)[:500]
     if head_block is not None:
         values["last_head_block"] = head_block
     from django.db import transaction
@@ -504,7 +497,7 @@ class ChainClient:
         if not isinstance(error, dict):
             error = {"message": str(error)}
         code = error.get("code") if isinstance(error.get("code"), int) else None
-        message = safe_url(str(error.get("message", "")))[:300]
+        message = mask_url(str(error.get("message", "")))[:300]
         kind = classify_rpc_error(method, code, message)
         self._count(index, method, {"transient": "rpc_error"}.get(kind, kind))
         self._last_latency_ms = int(elapsed * 1000)

@@ -22,8 +22,8 @@ from billing.chain.rpc import (
     RpcTimeout,
     TransportError,
     classify_rpc_error,
-    safe_url,
 )
+from billing_project.logging import mask_url
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "rpc"
 
@@ -213,11 +213,11 @@ def test_a_missing_method_is_asked_once_per_endpoint(replay):
     assert [m for _, m, _ in fake.requests].count("eth_getBlockReceipts") == 2
 
 
-def test_safe_url_masks_paths_queries_and_credentials():
-    assert safe_url("https://mainnet.infura.io/v3/abcdef") == "https://mainnet.infura.io/****"
-    assert safe_url("https://rpc.example?apikey=abc") == "https://rpc.example/****"
-    assert safe_url("https://user:secret@rpc.example/") == "https://rpc.example"
-    assert safe_url("http://127.0.0.1:8545") == "http://127.0.0.1:8545"
+def test_mask_url_masks_paths_queries_and_credentials():
+    assert mask_url("https://mainnet.infura.io/v3/abcdef") == "https://mainnet.infura.io/****"
+    assert mask_url("https://rpc.example?apikey=abc") == "https://rpc.example/****"
+    assert mask_url("https://user:secret@rpc.example/") == "https://rpc.example"
+    assert mask_url("http://127.0.0.1:8545") == "http://127.0.0.1:8545"
 
 
 # --- getLogs splitting on recorded logs --------------------------------------------------------------------
