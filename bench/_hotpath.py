@@ -509,10 +509,13 @@ def row(r: Result) -> str:
 
 
 def ratio_line(label: str, project: Result, baseline: Result) -> str:
+    def x(a: float, b: float) -> str:
+        return f"{a / b:.2f}x" if b else "n/a (baseline 0)"
+
     return (
-        f"ratio {label}: throughput {project.rps / baseline.rps:.2f}x of the baseline, "
-        f"p50 {project.p50 / baseline.p50:.2f}x, p95 {project.p95 / baseline.p95:.2f}x, "
-        f"p99 {project.p99 / baseline.p99:.2f}x, CPU/req {project.cpu_ms / baseline.cpu_ms:.2f}x"
+        f"ratio {label}: throughput {x(project.rps, baseline.rps)} of the baseline, "
+        f"p50 {x(project.p50, baseline.p50)}, p95 {x(project.p95, baseline.p95)}, "
+        f"p99 {x(project.p99, baseline.p99)}, CPU/req {x(project.cpu_ms, baseline.cpu_ms)}"
     )
 
 

@@ -180,14 +180,14 @@ def main() -> int:
         print(f"  stored {stored} new deliveries of {project.requests} answered (the rest: repeats, 200 duplicate)")
         failed += project.errors + baseline.errors
     for mode, (project, baseline, _) in runs.items():
-        share = project.rps / baseline.rps
-        p99 = project.p99 / baseline.p99
+        share = project.rps / baseline.rps if baseline.rps else 0.0
+        p99 = project.p99 / baseline.p99 if baseline.p99 else float("inf")
         verdict = "PASS" if share >= TARGET_SHARE and p99 <= TARGET_P99_RATIO else "MISS"
         print(f"target {mode}: >= {TARGET_SHARE:.0%} of the baseline's deliveries/s and p99 <= "
               f"{TARGET_P99_RATIO:g}x: {share:.0%}, {p99:.2f}x {verdict}")  # fmt: skip
     if "chain up" in runs:
         up, frozen_run = runs["chain up"][0], runs["chain frozen"][0]
-        drift = abs(frozen_run.rps - up.rps) / up.rps
+        drift = abs(frozen_run.rps - up.rps) / up.rps if up.rps else 1.0
         verdict = "PASS" if drift <= TARGET_CHAIN_DRIFT else "MISS"
         print(f"target chain frozen within {TARGET_CHAIN_DRIFT:.0%} of chain up: {drift:.0%} {verdict}")
     return 1 if failed else 0
