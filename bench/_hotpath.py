@@ -108,6 +108,7 @@ def seed_world(*, rpc_url: str) -> World:
 
     from billing.chain.artifacts import load_artifact
     from billing.models import Network, PaymentContract, PaymentProvider, Plan, RpcEndpoint, Token
+    from profiles.seed import wallets_link_verified_bulk
 
     network = Network.objects.create(slug="bench", name="Bench", chain_id=31337, confirmation_depth=2)
     RpcEndpoint.objects.create(network=network, position=0, url=rpc_url, timeout_seconds=Decimal("2"))
@@ -144,6 +145,8 @@ def seed_world(*, rpc_url: str) -> World:
     )
     user = get_user_model().objects.create_user(username="bench-customer", password="x")
     key = ApiToken.objects.create(user=user).key
+    # Checkout takes only SIWE-verified payers (BILLING_REQUIRE_VERIFIED_PAYER): the bench pays from a linked one.
+    wallets_link_verified_bulk(links=[(user.pk, PAYER, 31337)])
     with _db_cursor() as cursor:  # the bare webhook baseline's table
         cursor.execute("CREATE TABLE IF NOT EXISTS bench_bare_delivery (id text PRIMARY KEY, body jsonb NOT NULL)")
         cursor.execute(

@@ -217,6 +217,9 @@ BILLING_OPERATOR_KEY_FILE = env.str("BILLING_OPERATOR_KEY_FILE", default="")
 # Where withdrawals from the payment contracts go (an address on every EVM network the contracts live on);
 # empty: withdrawals are refused (409 treasury_not_configured).
 BILLING_TREASURY_ADDRESS = env.str("BILLING_TREASURY_ADDRESS", default="")
+# Checkout refuses a payer address that is not one of the user's SIWE-verified wallets (409 payer_not_verified):
+# otherwise a "pay this link" phish gives the plan to the link's creator while the victim pays.
+BILLING_REQUIRE_VERIFIED_PAYER = env.bool("BILLING_REQUIRE_VERIFIED_PAYER", default=True)
 # Distinct transaction hashes one checkout accepts (a wallet's speed-ups and retries); more is refused 409.
 BILLING_CHECKOUT_MAX_TX_HASHES = env.int("BILLING_CHECKOUT_MAX_TX_HASHES", default=5)
 BILLING_CHECKOUT_TTL = timedelta(minutes=env.int("BILLING_CHECKOUT_TTL_MINUTES", default=30))

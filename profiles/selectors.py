@@ -19,3 +19,11 @@ def wallet_primary_for_user(*, user) -> Wallet | None:
 def quota_grant_for_user(*, user_id: int) -> QuotaGrant | None:
     """The quota the user's subscription granted (written by the billing.subscription.* receiver), if any."""
     return QuotaGrant.objects.filter(user_id=user_id).first()
+
+
+def wallet_is_verified_for_user(*, user, address: str) -> bool:
+    """Whether `address` is one of the user's SIWE-verified wallets (any chain: an EVM account is the same
+    key everywhere). Addresses are compared case-insensitively (stored EIP-55)."""
+    if not address:
+        return False
+    return Wallet.objects.filter(user=user, address__iexact=address, verified_at__isnull=False).exists()

@@ -45,6 +45,32 @@ def plain_user(django_user_model):
     return _user(django_user_model, "customer")
 
 
+def link_wallet(user, address: str, *, chain_id: int = 31337, move: bool = False):
+    """What a SIWE verification (/v1/profile/wallets/siwe/verify) leaves behind: `address` becomes one of
+    `user`'s verified wallets (the primary one if the user has none yet). Checkout refuses payer addresses
+    that are not (BILLING_REQUIRE_VERIFIED_PAYER, on in tests as in production), so a test that pays from an
+    address links it first. Idempotent; an address linked to another user is refused, as SIWE would, unless
+    `move` (a test where several users take turns paying from the same funded key: as if the previous owner
+    had unlinked it)."""
+    from django.utils import timezone
+    from eth_utils import to_checksum_address
+
+    from profiles.models import Wallet
+
+    address = to_checksum_address(address)
+    wallet = Wallet.objects.filter(address=address).first()
+    if wallet is not None and wallet.user_id != user.pk and move:
+        wallet.delete()
+        wallet = None
+    if wallet is not None:
+        assert wallet.user_id == user.pk, f"{address} is linked to another user (wallet_taken)"
+        return wallet
+    has_primary = Wallet.objects.filter(user=user, is_primary=True).exists()
+    return Wallet.objects.create(
+        user=user, address=address, chain_id=chain_id, is_primary=not has_primary, verified_at=timezone.now()
+    )
+
+
 def token_client(user) -> APIClient:
     client = APIClient()
     if user is not None:

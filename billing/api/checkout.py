@@ -20,6 +20,10 @@ from billing_project.errors import ServiceError
 
 log = structlog.get_logger(__name__)
 
+# Refusals the user is expected to fix and then retry with the same Idempotency-Key (link the wallet by
+# SIWE): not kept as the key's answer.
+RETRYABLE_REFUSALS = frozenset({"payer_not_verified"})
+
 
 class CheckoutRequestSerializer(serializers.Serializer):
     plan = serializers.SlugField(max_length=64, help_text="Plan slug.")
@@ -131,7 +135,10 @@ class CheckoutCreateView(APIView):
             201: CheckoutSerializer,
             400: OpenApiResponse(description="Invalid request"),
             404: OpenApiResponse(description="Unknown plan"),
-            409: OpenApiResponse(description="idempotency_in_progress / idempotency_mismatch"),
+            409: OpenApiResponse(
+                description="idempotency_in_progress / idempotency_mismatch / payer_not_verified (the wallet is "
+                "not one of the user's SIWE-verified wallets)"
+            ),
             503: OpenApiResponse(description="No network or signer available"),
         },
         tags=["checkout"],
@@ -150,6 +157,7 @@ class CheckoutCreateView(APIView):
             key=key,
             fingerprint=request_fingerprint(method="POST", path=request.path, body=body) if key else "",
             work=lambda: self._checkout(request, body),
+            retryable_codes=RETRYABLE_REFUSALS,
         )
         if outcome.refusal == "in_progress":
             raise ApiError(

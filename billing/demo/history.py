@@ -53,6 +53,7 @@ from billing.models import (
     TransactionStatusChange,
     TxStatus,
 )
+from profiles.seed import wallets_link_verified_bulk
 
 HISTORY_KEY = "demo_history"
 CLIENT_PREFIX = "client-"
@@ -389,6 +390,14 @@ def _reorg(world: _World) -> None:
 # --- rows ----------------------------------------------------------------------------------------------
 
 
+def _payer(customer: int) -> str:
+    return to_checksum_address(bytes.fromhex(_hex32("history-payer", customer)[2:42]))
+
+
+def _chain_id_of(world: _World, pay: _Pay) -> int:
+    return world.catalog.networks[pay.network].chain_id
+
+
 def _rows_for(world: _World, pay: _Pay, user_id: int) -> tuple[PaymentTransaction, list[TransactionStatusChange]]:
     rng = random.Random(SEED * 7 + pay.index)
     cat = world.catalog
@@ -417,6 +426,7 @@ def _rows_for(world: _World, pay: _Pay, user_id: int) -> tuple[PaymentTransactio
         periods=pay.periods,
         status=pay.status,
         order_id=_hex32("history-order", pay.index),
+        payer_address=_payer(pay.customer),
         usd_rate_at_checkout=rate,
         expires_at=pay.created + timedelta(minutes=30),
         checkout_payload={HISTORY_KEY: pay.index, "source": "seed_demo --history"},
@@ -519,6 +529,11 @@ def demo_history_seed_days(*, days: int, report: SeedReport, now: datetime | Non
         ),
     ):
         users = _customers(world, report)
+        # Each customer pays from one address, linked as a SIWE-verified wallet (what checkout requires).
+        links = {}
+        for pay in world.pays:
+            links.setdefault(pay.customer, (users[pay.customer], _payer(pay.customer), _chain_id_of(world, pay)))
+        report.add("wallets", wallets_link_verified_bulk(links=list(links.values())))
         built = [_rows_for(world, pay, users[pay.customer]) for pay in world.pays]
         txs = PaymentTransaction.objects.bulk_create([tx for tx, _ in built], batch_size=2000)
         changes = []

@@ -53,6 +53,7 @@ from billing.models import (
     TxStatus,
 )
 from billing.roles import BILLING_ADMIN, SUPPORT, sync_role_permissions
+from profiles.seed import wallets_link_verified_bulk
 
 # Used only when contracts/build/SubscriptionPass.json has not been compiled yet; the same function
 # signatures as contracts/SubscriptionPass.sol (the Quote struct is chain/quote's), so checkout and refunds
@@ -99,6 +100,9 @@ DEMO_USERS: dict[str, dict] = {
     "demo": {"password": "demo-demo", "is_staff": False, "group": None},
 }
 
+# The demo login's verified wallet: anvil's default-mnemonic account #2 (a public dev key, funded by every
+# anvil; #0 and #1 are the operator and the quote signer).
+DEMO_WALLET = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
 USD = 10**6  # the stable tokens have 6 decimals
 ETH = 10**18
 HISTORY_SEED = 20261126
@@ -393,6 +397,8 @@ def demo_users_seed(*, report: SeedReport) -> dict[str, models.Model]:
         _, created = ApiToken.objects.get_or_create(user=user)
         report.add("api_tokens", int(created))
         users[username] = user
+    # Checkout takes only SIWE-verified payers: the demo customer pays from a linked wallet.
+    report.add("wallets", wallets_link_verified_bulk(links=[(users["demo"].pk, DEMO_WALLET, 31337)]))
     return users
 
 
@@ -836,6 +842,10 @@ def demo_history_seed(*, transactions: int, report: SeedReport, progress: bool =
     attempts = _history_plan(transactions, ctx)
 
     user_ids = _ensure_customers(attempts, report)
+    # Each customer's payer address is one of its verified wallets, as checkout requires.
+    chain_ids = {slug: n.chain_id for slug, n in ctx.catalog.networks.items()}
+    links = {(user_ids[a.customer], a.payer, chain_ids.get(a.network, 31337)) for a in attempts if a.payer}
+    report.add("wallets", wallets_link_verified_bulk(links=sorted(links)))
 
     existing = set(
         PaymentTransaction.objects.filter(checkout_payload__has_key="demo_index").values_list(

@@ -32,6 +32,7 @@ from billing.models import CryptoConfig, PaymentTransaction, Plan, TransactionSt
 from billing.selectors import PaymentOption, network_is_healthy, plan_payment_options
 from billing.services.ledger import transaction_count_on_commit
 from billing_project.errors import ServiceError
+from profiles.selectors import wallet_is_verified_for_user
 
 log = structlog.get_logger(__name__)
 
@@ -202,6 +203,15 @@ def checkout_create(
         # eth_utils 6 no longer checks EIP-55 in is_address: mixed case that fails it is a typo.
         raise CheckoutError("invalid_wallet", "The wallet's EIP-55 checksum does not match.", field="wallet")
     payer = to_checksum_address(payer_address)
+    if settings.BILLING_REQUIRE_VERIFIED_PAYER and not wallet_is_verified_for_user(user=user, address=payer):
+        # Otherwise a "pay this link" phish gives the plan to the link's creator while the victim pays.
+        raise CheckoutError(
+            "payer_not_verified",
+            "The wallet is not one of your verified wallets: link it by signing in with it "
+            "(/v1/profile/wallets/siwe/nonce, then /v1/profile/wallets/siwe/verify) and try again.",
+            field="wallet",
+            status=409,
+        )
     if not 1 <= periods <= 36:
         raise CheckoutError("invalid_periods", "Periods must be between 1 and 36.", field="periods")
 

@@ -63,7 +63,24 @@ RETURNING id
 """
 
 
-def idempotent_run(*, user, key: str | None, fingerprint: str, work, scope: str = "checkout") -> IdempotentOutcome:
+def _kept(status: int, body, retryable_codes: frozenset[str]) -> bool:
+    """Whether an answer is the key's answer for good: not a 5xx, and not a refusal the client is expected
+    to fix and retry with the same key (e.g. `payer_not_verified`: link the wallet, then retry)."""
+    if status >= 500:
+        return False
+    code = ((body or {}).get("error") or {}).get("code") if isinstance(body, dict) else None
+    return code not in retryable_codes
+
+
+def idempotent_run(
+    *,
+    user,
+    key: str | None,
+    fingerprint: str,
+    work,
+    scope: str = "checkout",
+    retryable_codes: frozenset[str] = frozenset(),
+) -> IdempotentOutcome:
     """Run `work()` -> (status, body, transaction_id) at most once per (user, scope, key), in ONE transaction
     with the key's row: the work's rows and the key's first answer commit together or not at all.
 
@@ -72,8 +89,8 @@ def idempotent_run(*, user, key: str | None, fingerprint: str, work, scope: str 
     committed: then this is a replay). A row: replay its answer (200/201/4xx as first sent), 409 mismatch
     for another body, or forget it when expired. No row: run the work, then INSERT the row
     (ON CONFLICT DO NOTHING); if a racing request committed the key meanwhile, this transaction rolls back
-    and the request replays that answer. A 5xx answer or an exception rolls everything back and the key is
-    not kept, so the client's retry runs again."""
+    and the request replays that answer. A 5xx answer, a refusal whose code is in `retryable_codes`, or an
+    exception rolls everything back and the key is not kept, so the client's retry runs again."""
     if not key:
         try:
             with transaction.atomic():
@@ -109,7 +126,7 @@ def idempotent_run(*, user, key: str | None, fingerprint: str, work, scope: str 
                 if not locked:
                     return IdempotentOutcome(409, None, refusal="in_progress")
                 status, body, tx_id = work()
-                if status >= 500:
+                if not _kept(status, body, retryable_codes):
                     raise _Rollback(IdempotentOutcome(status, body, None))
                 with connection.cursor() as cursor:
                     cursor.execute(

@@ -16,6 +16,7 @@ from billing.models import Network, PaymentProvider, PaymentTransaction, RpcEndp
 from billing.services.chain_sync import contract_sync
 from billing.services.receipts import transaction_check_receipt
 from tests import factories as f
+from tests.conftest import link_wallet
 from tests.integration.lifecycle.conftest import PAYERS, follower_from_head, send_steps
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -197,10 +198,12 @@ def test_operator_refunds_a_confirmed_payment_from_the_drawer(
     chain,
     world,
     user_api,
+    plain_user,
     shot,  # noqa: F811
 ):
     follower_from_head(world, chain)
     payer = PAYERS[2]
+    link_wallet(plain_user, payer.address)  # checkout takes only SIWE-verified payers
     body = user_api.post("/v1/billing/checkout", {"plan": "eth-pro", "wallet": payer.address}, format="json").json()
     (tx_hash,) = send_steps(chain, payer, body["payment"])
     user_api.post(f"/v1/billing/checkout/{body['id']}/tx", {"tx_hash": tx_hash}, format="json")

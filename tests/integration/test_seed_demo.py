@@ -18,6 +18,7 @@ from rest_framework.authtoken.models import Token as ApiToken
 
 from billing.chain import artifacts
 from billing.demo import seed as demo
+from billing.demo.seed import DEMO_WALLET
 from billing.fields import UINT256_MAX
 from billing.models import (
     ChainEvent,
@@ -37,6 +38,7 @@ from billing.models import (
     can_transition,
 )
 from billing.roles import BILLING_ADMIN, SUPPORT
+from profiles.selectors import wallet_is_verified_for_user
 
 pytestmark = pytest.mark.django_db
 
@@ -106,6 +108,8 @@ def test_demo_users_have_roles_tokens_and_working_passwords():
         assert authenticate(username=username, password=password) == user
         assert authenticate(username=username, password=password + "x") is None
         assert ApiToken.objects.filter(user=user).count() == 1
+    # The demo customer pays from a SIWE-verified wallet (checkout refuses others).
+    assert wallet_is_verified_for_user(user=user_model.objects.get(username="demo"), address=DEMO_WALLET)
     # The roles come with their permissions, from billing.roles.
     admin = user_model.objects.get(username="admin")
     support = user_model.objects.get(username="support")
@@ -239,6 +243,11 @@ def test_history_respects_the_ledger_rules_and_is_idempotent():
 
     txs = list(_demo_rows().select_related("network", "token", "plan").prefetch_related("status_history"))
     assert len(txs) == 300
+    # every customer's payer is one of its verified wallets, as checkout requires (unmatched rows have no user)
+    paid_by_customers = [t for t in txs if t.user_id and t.payer_address]
+    assert paid_by_customers and all(
+        wallet_is_verified_for_user(user=t.user, address=t.payer_address) for t in paid_by_customers
+    )
     assert sorted(t.checkout_payload["demo_index"] for t in txs) == list(range(300))
 
     statuses = Counter(t.status for t in txs)
@@ -336,6 +345,8 @@ def test_history_days_builds_a_consistent_business_once():
         .prefetch_related("status_history")
     )
     assert len(txs) > 200, out
+    customers = [t for t in txs if t.user_id]
+    assert customers and all(wallet_is_verified_for_user(user=t.user, address=t.payer_address) for t in customers)
     statuses = Counter(t.status for t in txs)
     assert {"confirmed", "failed", "expired", "refunded", "needs_review", "unmatched"} <= set(statuses), statuses
     assert {t.network.slug for t in txs} == {"anvil-local", "base-sepolia", "ethereum"}

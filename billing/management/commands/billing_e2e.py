@@ -1,23 +1,42 @@
 """The whole subscription lifecycle against a running stack (`make run`):
-checkout -> on-chain payment from an anvil account -> webhook/follower confirmation -> subscription
-and quota -> operator refund -> downgrade. Prints each step and its time; exits non-zero on failure."""
+a fresh payer wallet linked by SIWE -> checkout -> the payer funded from an anvil account and paying on
+chain -> webhook/follower confirmation -> subscription and quota -> operator refund -> downgrade. Prints each
+step and its time; exits non-zero on failure.
+
+The payer is a new key each run: checkout only takes the user's SIWE-verified wallets
+(BILLING_REQUIRE_VERIFIED_PAYER) and a wallet belongs to one user, so a fixed anvil account could be linked
+only once per database."""
 
 from __future__ import annotations
 
 import secrets
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import requests
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 from eth_account import Account
+from eth_account.messages import encode_defunct
 from rest_framework.authtoken.models import Token as ApiToken
+from siwe import SiweMessage
 from web3 import Web3
 
 from billing.roles import BILLING_ADMIN
 from profiles.selectors import quota_grant_for_user
+
+ERC20_TRANSFER_ABI = [
+    {
+        "type": "function",
+        "name": "transfer",
+        "stateMutability": "nonpayable",
+        "inputs": [{"name": "to", "type": "address"}, {"name": "amount", "type": "uint256"}],
+        "outputs": [{"name": "", "type": "bool"}],
+    }
+]
+GAS_ALLOWANCE_WEI = 5 * 10**16  # 0.05 ETH for the payer's approve and pay on the local chain
 
 # anvil's public development mnemonic: every anvil funds these accounts.
 ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
@@ -34,7 +53,9 @@ class Command(BaseCommand):
         parser.add_argument("--base-url", default="http://127.0.0.1:8000")
         parser.add_argument("--rpc-url", default="http://127.0.0.1:8545")
         parser.add_argument("--plan", default="pro")
-        parser.add_argument("--payer-index", type=int, default=2, help="anvil account index that pays")
+        parser.add_argument(
+            "--payer-index", type=int, default=2, help="anvil account index that funds the fresh payer wallet"
+        )
         parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each async step")
         parser.add_argument("--skip-refund", action="store_true")
 
@@ -99,7 +120,12 @@ class Command(BaseCommand):
             lambda: self._token(user.username, password),
         )
         Account.enable_unaudited_hdwallet_features()
-        payer = Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{self.opts['payer_index']}")
+        funder = Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{self.opts['payer_index']}")
+        payer = Account.create()
+        self.step(
+            f"link the payer wallet {payer.address} by SIWE (POST /v1/profile/wallets/siwe/{{nonce,verify}})",
+            lambda: self._link_by_siwe(token, payer),
+        )
         checkout = self.step(
             f"checkout plan {self.opts['plan']} (POST /v1/billing/checkout)",
             lambda: self.api(
@@ -112,6 +138,10 @@ class Command(BaseCommand):
             ),
         )
         w3 = Web3(Web3.HTTPProvider(self.opts["rpc_url"], request_kwargs={"timeout": 30}))
+        self.step(
+            f"fund the payer from anvil account #{self.opts['payer_index']}",
+            lambda: self._fund(w3, funder, payer.address, checkout),
+        )
         tx_hash = self.step(
             f"pay on chain with {len(checkout['payment']['steps'])} wallet step(s)",
             lambda: self._pay(w3, payer, checkout["payment"]["steps"]),
@@ -164,6 +194,47 @@ class Command(BaseCommand):
         if response.status_code != 200:
             raise StepFailed(f"token: {response.status_code} {response.text[:300]}")
         return response.json()["token"]
+
+    def _link_by_siwe(self, token: str, wallet) -> dict:
+        """EIP-4361 as a wallet does it: ask for a nonce, sign the message, send both."""
+        issued = self.api("POST", "/v1/profile/wallets/siwe/nonce", token, expect=(201,))
+        now = datetime.now(UTC)
+        message = SiweMessage(
+            domain=issued["domain"],
+            address=wallet.address,
+            statement="Link this wallet to my billing account.",
+            uri=issued["uri"],
+            version=issued["version"],
+            chain_id=issued["chain_ids"][0],
+            nonce=issued["nonce"],
+            issued_at=now.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            expiration_time=(now + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        ).prepare_message()
+        signature = Account.sign_message(encode_defunct(text=message), private_key=wallet.key).signature.to_0x_hex()
+        return self.api(
+            "POST", "/v1/profile/wallets/siwe/verify", token, json={"message": message, "signature": signature}
+        )
+
+    def _fund(self, w3: Web3, funder, to: str, checkout: dict) -> None:
+        """Gas money (plus the price when it is native), and the token amount when it is an ERC-20."""
+        native = checkout.get("token_address") is None
+        value = GAS_ALLOWANCE_WEI + (int(checkout["amount"]) if native else 0)
+        self._send(w3, funder, {"to": to, "value": value})
+        if not native:
+            token = w3.eth.contract(address=Web3.to_checksum_address(checkout["token_address"]), abi=ERC20_TRANSFER_ABI)
+            data = token.functions.transfer(to, int(checkout["amount"]))._encode_transaction_data()
+            self._send(w3, funder, {"to": token.address, "data": data, "value": 0})
+
+    def _send(self, w3: Web3, account, tx: dict) -> None:
+        tx = {**tx, "from": account.address, "chainId": w3.eth.chain_id}
+        tx["nonce"] = w3.eth.get_transaction_count(account.address, "pending")
+        tx["gas"] = int(w3.eth.estimate_gas(tx) * 1.3)
+        base = w3.eth.get_block("latest").get("baseFeePerGas") or 0
+        tx["maxPriorityFeePerGas"] = w3.eth.max_priority_fee
+        tx["maxFeePerGas"] = 2 * base + tx["maxPriorityFeePerGas"]
+        sent = w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
+        if w3.eth.wait_for_transaction_receipt(sent, timeout=self.opts["timeout"])["status"] != 1:
+            raise StepFailed(f"funding transaction reverted: {sent.to_0x_hex()}")
 
     def _pay(self, w3: Web3, payer, steps: list[dict]) -> str:
         tx_hash = ""

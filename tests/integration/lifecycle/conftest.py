@@ -15,6 +15,7 @@ from billing import signing
 from billing.chain.artifacts import deploy_artifact, load_artifact, send_transaction, transact
 from billing.models import CryptoConfig, Network, PaymentContract, PaymentProvider, Plan, RpcEndpoint, Token
 from tests.anvil import ANVIL_KEYS
+from tests.conftest import link_wallet
 
 OWNER = Account.from_key(ANVIL_KEYS[0])
 SIGNER = Account.from_key(ANVIL_KEYS[1])
@@ -38,6 +39,17 @@ def chain(anvil):
         deployment_block=receipt["blockNumber"],
         abi=load_artifact("SubscriptionPass")["abi"],
     )
+
+
+@pytest.fixture(autouse=True)
+def _payers_verified(request):
+    """Checkout refuses a payer that is not one of the user's SIWE-verified wallets: the lifecycle tests'
+    customer (`plain_user`, behind `user_api`) pays from PAYERS, linked here as SIWE would. Tests that pay as
+    another user or from another address link it themselves (tests.conftest.link_wallet)."""
+    if "plain_user" in request.fixturenames:
+        user = request.getfixturevalue("plain_user")
+        for payer in PAYERS:
+            link_wallet(user, payer.address)
 
 
 @pytest.fixture

@@ -30,8 +30,9 @@ def test_a_warm_checkout_is_a_handful_of_statements(world, user_api, django_asse
     assert _post(user_api, key="warm-up").status_code == 201  # fills this process's plan and health caches
 
     # Token lookup, SAVEPOINT (the test's own transaction: BEGIN in production), the key's lock and row, the
-    # ledger INSERT, the history INSERT, the key INSERT, RELEASE (COMMIT). Before issue 9: 22.
-    with django_assert_max_num_queries(7) as captured:
+    # payer's verified-wallet check (BILLING_REQUIRE_VERIFIED_PAYER), the ledger INSERT, the history INSERT,
+    # the key INSERT, RELEASE (COMMIT). Before issue 9: 22.
+    with django_assert_max_num_queries(8) as captured:
         response = _post(user_api, key="measured")
     assert response.status_code == 201, response.content
     sql = _statements(captured)
@@ -49,8 +50,8 @@ def test_a_warm_checkout_is_a_handful_of_statements(world, user_api, django_asse
     key = IdempotencyKey.objects.get(key="measured")
     assert key.state == "completed" and key.transaction_id == tx.pk and key.response_body == body
 
-    # Without a key: no lock, no key row.
-    with django_assert_max_num_queries(5):
+    # Without a key: no lock, no key row (the payer's verified-wallet check stays).
+    with django_assert_max_num_queries(6):
         assert _post(user_api).status_code == 201
 
     # A replay reads the stored answer and counts it: no signing, no ledger write.

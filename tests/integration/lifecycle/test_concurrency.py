@@ -28,7 +28,7 @@ from billing.models import (
 )
 from billing.services.chain_sync import contract_sync
 from billing.services.webhooks import inbound_events_process_due
-from tests.conftest import token_client
+from tests.conftest import link_wallet, token_client
 from tests.integration.lifecycle.conftest import (
     PAYERS,
     create_checkout,
@@ -60,6 +60,7 @@ def run_together(n: int, fn) -> list:
 
 def paid_at_depth(chain, world, user, payer) -> tuple[PaymentTransaction, str]:
     """A native checkout paid with its wallet step, mined past the network's depth."""
+    link_wallet(user, payer.address)  # checkout takes only SIWE-verified payers
     body = create_checkout(token_client(user), "eth-pro", payer)
     (tx_hash,) = send_steps(chain, payer, body["payment"])
     chain.anvil.mine(world.network.confirmation_depth)

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from billing.models import ChainEvent, OutboxEvent, PaymentTransaction, Subscription, TransactionStatusChange, TxStatus
 from billing.services.subscriptions import subscription_apply_payment
-from tests.conftest import token_client
+from tests.conftest import link_wallet, token_client
 from tests.factories import ConfirmedTransactionFactory, PaymentProviderFactory, PlanFactory, TokenFactory, UserFactory
 from tests.integration.lifecycle.conftest import PAYERS, create_checkout, follower_from_head, send_steps
 from tests.processes import Process, child_env, wait_until
@@ -98,6 +98,7 @@ def test_two_contract_sync_runs_at_once_confirm_each_payment_once(chain, world, 
     for i in range(8):
         user = django_user_model.objects.create_user(username=f"sweeper-{i}")
         payer = PAYERS[i % len(PAYERS)]
+        link_wallet(user, payer.address, move=True)  # checkout takes only SIWE-verified payers
         body = create_checkout(token_client(user), "eth-pro", payer)
         (tx_hash,) = send_steps(chain, payer, body["payment"])
         paid.append((PaymentTransaction.objects.get(public_id=body["id"]), tx_hash))

@@ -13,7 +13,8 @@ from django.db import connection
 from billing.models import IdempotencyKey, PaymentTransaction, TransactionStatusChange
 from billing.services import checkout as checkout_service
 from billing.services.idempotency import request_fingerprint
-from tests.conftest import token_client
+from tests.conftest import link_wallet, token_client
+from tests.factories import random_address
 from tests.integration.lifecycle.conftest import PAYERS
 
 pytestmark = [pytest.mark.chain]
@@ -51,9 +52,10 @@ def test_same_key_and_body_replays_the_first_answer_and_writes_nothing(world, us
     assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_mismatch"
     assert ledger_size() == written
 
-    # Keys belong to a user: someone else's "order-1" is a new checkout.
-    stranger = token_client(django_user_model.objects.create_user(username="stranger", password="pw"))
-    theirs = post(stranger, body, key="order-1")
+    # Keys belong to a user: someone else's "order-1" (from their own verified wallet) is a new checkout.
+    someone = django_user_model.objects.create_user(username="stranger", password="pw")
+    their_wallet = link_wallet(someone, random_address()).address
+    theirs = post(token_client(someone), {**body, "wallet": their_wallet}, key="order-1")
     assert theirs.status_code == 201 and theirs.json()["id"] != first.json()["id"]
     assert PaymentTransaction.objects.count() == 2
 
