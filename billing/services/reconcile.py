@@ -19,7 +19,7 @@ import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q, Sum
 from eth_utils import to_checksum_address
 
 from billing.chain.abi import event_topics
@@ -74,10 +74,17 @@ def _balance_at(client, holder: str, token: Token, block: int) -> int:
 
 
 def contract_reconcile(
-    *, contract: PaymentContract, from_block: int | None = None, to_block: int | None = None, client=None
+    *,
+    contract: PaymentContract,
+    from_block: int | None = None,
+    to_block: int | None = None,
+    check_balances: bool | None = None,
+    client=None,
 ) -> ReconcileReport:
     """Compare the ledger with the chain for `contract` over [from_block, to_block] (defaults: the deployment
-    block, the applicable block). Raises the chain client's RpcError when the chain cannot answer."""
+    block, the applicable block). Balances (always over the whole history, at `to_block`, in SQL sums) are
+    checked by default only without `from_block`. Raises the chain client's RpcError when the chain cannot
+    answer."""
     from billing.chain.confirmation import applicable_block
     from billing.chain.rpc import ChainClient
     from billing.services.chain_sync import observed_from_raw
@@ -168,17 +175,16 @@ def contract_reconcile(
             diffs.append(
                 Difference("payment_without_log", f"transaction {tx.pk} ({tx.status}) has no Paid log", tx.tx_hash)
             )
-    refund_events = {
-        e.transaction_id: e.block_number
-        for e in ChainEvent.objects.filter(contract=contract, name="Refunded", removed=False, transaction__isnull=False)
-    }
+    refund_in = ChainEvent.objects.filter(
+        transaction=OuterRef("pk"), name="Refunded", removed=False, block_number__gte=start, block_number__lte=end
+    )
     refunded_rows = PaymentTransaction.objects.filter(contract=contract, status=TxStatus.REFUNDED)
-    for tx in refunded_rows:
-        block = refund_events.get(tx.pk)
-        if not full_history and not (block is not None and start <= block <= end):
-            continue  # its refund is outside the range
-        if full_history and block is not None and block > end:
-            continue  # refunded after the checked block
+    if full_history:  # those refunded in the range, and those with no recorded refund log at all
+        any_refund = ChainEvent.objects.filter(transaction=OuterRef("pk"), name="Refunded", removed=False)
+        refunded_rows = refunded_rows.filter(Exists(refund_in) | ~Exists(any_refund))
+    else:
+        refunded_rows = refunded_rows.filter(Exists(refund_in))
+    for tx in refunded_rows.only("pk", "order_id", "refund_tx_hash"):
         if tx.order_id not in refund_hashes:
             diffs.append(
                 Difference(
@@ -198,32 +204,30 @@ def contract_reconcile(
                 )
             )
 
-    if full_history:
+    if full_history if check_balances is None else check_balances:
         _check_balances(report, contract, client, end)
     return report
 
 
 def _check_balances(report: ReconcileReport, contract: PaymentContract, client, block: int) -> None:
-    """Per token: the chain's balance at `block` == paid − refunded − withdrawn in the ledger up to it."""
+    """Per token: the chain's balance at `block` == paid − refunded − withdrawn in the ledger up to it, each a
+    SQL sum per token (no ledger row is loaded)."""
     held: dict[int, int] = defaultdict(int)
-    paid_rows = PaymentTransaction.objects.filter(
-        contract=contract, status__in=PAID_STATUSES, block_number__lte=block
-    ).values_list("pk", "token_id", "status", "amount")
-    refund_blocks = dict(
-        ChainEvent.objects.filter(
-            contract=contract, name="Refunded", removed=False, transaction__isnull=False
-        ).values_list("transaction_id", "block_number")
+    up_to = PaymentTransaction.objects.filter(contract=contract, block_number__lte=block)
+    for token_id, total in _sums(up_to.filter(status__in=PAID_STATUSES), "token_id"):
+        held[token_id] += total
+    refunded_later = ChainEvent.objects.filter(
+        transaction=OuterRef("pk"), name="Refunded", removed=False, block_number__gt=block
     )
-    for pk, token_id, status, amount in paid_rows:
-        held[token_id] += amount
-        if status == TxStatus.REFUNDED and refund_blocks.get(pk, block) <= block:
-            held[token_id] -= amount
+    for token_id, total in _sums(up_to.filter(status=TxStatus.REFUNDED).exclude(Exists(refunded_later)), "token_id"):
+        held[token_id] -= total
     tokens = list(Token.objects.filter(network=contract.network))
     by_address = {_token_key(t.address): t for t in tokens}
-    for event in ChainEvent.objects.filter(contract=contract, name="Withdrawn", removed=False, block_number__lte=block):
-        token = by_address.get(_token_key(event.token_address or event.args.get("token")))
+    withdrawn = ChainEvent.objects.filter(contract=contract, name="Withdrawn", removed=False, block_number__lte=block)
+    for address, total in _sums(withdrawn, "token_address"):
+        token = by_address.get(_token_key(address))
         if token is not None:
-            held[token.pk] -= int(event.amount if event.amount is not None else event.args.get("amount", 0))
+            held[token.pk] -= total
     report.balance_checked = True
     for token in tokens:
         chain = _balance_at(client, contract.address, token, block)
@@ -238,10 +242,32 @@ def _check_balances(report: ReconcileReport, contract: PaymentContract, client, 
             )
 
 
+def _sums(queryset, key: str) -> list[tuple]:
+    rows = queryset.order_by().values_list(key).annotate(total=Sum("amount"))
+    return [(k, int(total or 0)) for k, total in rows]
+
+
+DAILY_WINDOW_DAYS = 2  # a day's logs plus a day of margin: a skipped run still leaves no gap
+
+
+def _daily_start(contract: PaymentContract) -> int | None:
+    """First block of the daily window (None: from the deployment), from the follower's cursor and the
+    network's block time; no cursor yet -> the whole history."""
+    from billing.models import ChainCursor
+
+    cursor = ChainCursor.objects.filter(contract=contract).first()
+    if cursor is None:
+        return None
+    blocks = DAILY_WINDOW_DAYS * 86400 // max(contract.network.block_time_seconds, 1)
+    return max(contract.deployment_block, cursor.last_block - blocks)
+
+
 def contracts_reconcile_all(*, now=None) -> dict[str, int]:
-    """The daily run: every enabled contract, whole history. A contract with differences raises one ops
-    notice per day and finding (`reconcile_difference`); one whose chain cannot be read a sweep error.
-    Returns slug -> number of differences (-1: not checked)."""
+    """The daily run: every enabled contract; the logs of the last DAILY_WINDOW_DAYS (counted back from the
+    follower's cursor with the network's block time; the whole history before the follower has a cursor)
+    compared both ways, and the balances over the whole history (SQL sums). A contract with differences raises one ops notice per day and
+    finding (`reconcile_difference`); one whose chain cannot be read a sweep error. Returns slug -> number
+    of differences (-1: not checked). `billing_reconcile` without --from-block checks the whole history."""
     from django.db import transaction
     from django.utils import timezone
 
@@ -251,7 +277,7 @@ def contracts_reconcile_all(*, now=None) -> dict[str, int]:
     out: dict[str, int] = {}
     for contract in PaymentContract.objects.filter(enabled=True).exclude(address="").select_related("network"):
         try:
-            report = contract_reconcile(contract=contract)
+            report = contract_reconcile(contract=contract, from_block=_daily_start(contract), check_balances=True)
         except Exception as exc:  # one contract's chain down does not stop the others
             sweep_error_notice(sweep="reconcile", subject=contract.slug, error=f"{type(exc).__name__}: {exc}")
             out[contract.slug] = -1

@@ -11,7 +11,7 @@ from auditlog.models import LogEntry
 from django.core.management import call_command
 from django.db.models import F
 
-from billing.chain.artifacts import deploy_artifact
+from billing.chain.artifacts import deploy_artifact, transact
 from billing.models import PaymentTransaction, TxStatus
 from billing.services.chain_sync import contract_sync
 from billing.services.receipts import transaction_check_receipt
@@ -61,6 +61,9 @@ def test_reconcile_is_clean_after_payments_and_a_refund_and_finds_a_hand_edit(
     # The refund through the token API is audited with the token's user.
     sent = [e for e in LogEntry.objects.get_for_object(native) if e.changes_dict.get("operator_action")]
     assert [(e.actor, e.changes_dict["operator_action"][1]) for e in sent] == [(billing_admin_user, "refund_sent")]
+    # Half of the dUSD goes to the treasury (the owner's withdraw, recorded by the follower).
+    half = token.amount // 2
+    transact(chain.w3, OWNER, fresh.functions.withdraw(chain.token.address, OWNER.address, half))
     chain.anvil.mine(3)
     contract_sync(contract_id=contract.pk)
     native.refresh_from_db()
@@ -69,9 +72,28 @@ def test_reconcile_is_clean_after_payments_and_a_refund_and_finds_a_hand_edit(
     code, out = reconcile("--contract", slug)
     assert code == 0, out
     assert "0 difference(s)" in out
-    assert f"balance dUSD: chain {token.amount}, ledger {token.amount}" in out  # the chain really holds it
+    held = token.amount - half
+    assert f"balance dUSD: chain {held}, ledger {held}" in out  # the chain really holds it: paid - withdrawn
     assert "balance ETH: chain 0, ledger 0" in out  # paid, then refunded
-    assert "3 logs" in out  # Paid, Paid, Refunded
+    assert "4 logs" in out  # Paid, Paid, Refunded, Withdrawn
+
+    # A withdrawal the ledger lost (its ChainEvent deleted by hand) is found both ways.
+    from billing.models import ChainEvent
+
+    ChainEvent.objects.filter(contract=contract, name="Withdrawn").delete()
+    code, out = reconcile("--contract", slug)
+    assert code == 1 and "DIFF withdrawal_not_in_ledger" in out and "DIFF balance_differs: dUSD" in out
+    contract_sync(contract_id=contract.pk)  # nothing to read again: put it back by resyncing
+    call_command(
+        "billing_resync_cursor",
+        "--contract",
+        slug,
+        "--from-block",
+        str(contract.deployment_block),
+        stdout=io.StringIO(),
+    )
+    contract_sync(contract_id=contract.pk)
+    assert reconcile("--contract", slug)[0] == 0
 
     # A ledger row edited by hand: its amount no longer matches its Paid log nor the balance.
     PaymentTransaction.objects.filter(pk=token.pk).update(amount=F("amount") + 1)
@@ -91,6 +113,13 @@ def test_reconcile_is_clean_after_payments_and_a_refund_and_finds_a_hand_edit(
     PaymentTransaction.objects.filter(pk=native.pk).update(status=TxStatus.CONFIRMED)
     code, out = reconcile("--contract", slug)
     assert code == 1 and "refund_not_in_ledger" in out and "balance_differs: ETH" in out
+
+    # A paid row moved to another transaction hash by hand: its Paid log no longer matches, and the row
+    # has no log of its own.
+    PaymentTransaction.objects.filter(pk=token.pk).update(tx_hash="0x" + "ab" * 32)
+    code, out = reconcile("--contract", slug)
+    assert f"DIFF payment_without_log: transaction {token.pk} (confirmed) has no Paid log" in out
+    assert f"DIFF paid_differs: transaction {token.pk}: tx hash 0x{'ab' * 32}" in out
 
     # The daily task: one ops notice per finding and day, however often it runs.
     from notifications.models import Notification
