@@ -265,9 +265,10 @@ def _daily_start(contract: PaymentContract) -> int | None:
 def contracts_reconcile_all(*, now=None) -> dict[str, int]:
     """The daily run: every enabled contract; the logs of the last DAILY_WINDOW_DAYS (counted back from the
     follower's cursor with the network's block time; the whole history before the follower has a cursor)
-    compared both ways, and the balances over the whole history (SQL sums). A contract with differences raises one ops notice per day and
-    finding (`reconcile_difference`); one whose chain cannot be read a sweep error. Returns slug -> number
-    of differences (-1: not checked). `billing_reconcile` without --from-block checks the whole history."""
+    compared both ways, and the balances over the whole history (SQL sums). A contract with differences
+    raises one ops notice per day and finding (`reconcile_difference`); one whose chain cannot be read a
+    sweep error. Returns slug -> number of differences (-1: not checked). `billing_reconcile` without
+    --from-block checks the whole history."""
     from django.db import transaction
     from django.utils import timezone
 
