@@ -1,24 +1,32 @@
-"""Serializers of the billing API (public plans, /me, admin). Field names follow docs/reference/api/contract.md.
-
-Writes go through billing.services.catalog; model `ValidationError`s come back keyed by model field
-name and are renamed here to the API's names (provider -> gateway_slug, contract -> contract_slug).
-Token amounts are strings of digits; RPC URLs and fallback_rpc read back masked; webhook secrets are
-write-only.
-"""
+"""Serializers of the admin API (/v1/billing/admin/*): catalog writes through billing.services.catalog
+(model `ValidationError`s come back keyed by model field name and are renamed to the API's names:
+provider -> gateway_slug, contract -> contract_slug), the ledger, chain events, outbox and the audit timeline.
+RPC URLs and fallback_rpc read back masked; webhook secrets are write-only."""
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from billing import selectors
-from billing.fields import UINT256_MAX
+from billing.api.serializers.fields import (
+    DISPLAY_SCHEMA,
+    MASK,
+    AbiField,
+    CatalogWriteMixin,
+    LimitsField,
+    MaskedUrlField,
+    ObjectField,
+    SlugRelatedField,
+    TokenAmountField,
+    TokenKeyField,
+    display_amount,
+    is_masked_echo,
+    refuse_nul,
+)
 from billing.models import (
     ChainEvent,
     CryptoConfig,
@@ -28,152 +36,13 @@ from billing.models import (
     PaymentContract,
     PaymentProvider,
     PaymentTransaction,
-    PeriodKind,
     Plan,
     RpcEndpoint,
-    Subscription,
     Token,
     TransactionStatusChange,
 )
 from billing.services import catalog
 from billing_project.logging import mask_url
-
-AMOUNT_SCHEMA = {"type": "string", "pattern": "^[0-9]{1,78}$", "example": "10000000"}
-DISPLAY_SCHEMA = {"type": "string", "example": "10.000000", "nullable": True}
-MASK = "****"
-
-
-def _display(value: Decimal | None) -> str | None:
-    return None if value is None else format(value, "f")
-
-
-@extend_schema_field(AMOUNT_SCHEMA)
-class TokenAmountField(serializers.Field):
-    """An integer in the token's smallest unit, as a JSON string (it exceeds 2^53). Numbers are accepted
-    on input when they are integers; floats are refused (they cannot carry a uint256 exactly)."""
-
-    default_error_messages = {
-        "invalid": "An amount is a string of digits in the token's smallest unit.",
-        "range": "An amount is between 0 and 2^256 - 1.",
-    }
-
-    def to_internal_value(self, data: Any) -> int:
-        if isinstance(data, (bool, float)):
-            self.fail("invalid")
-        if isinstance(data, int):
-            value = data
-        elif isinstance(data, str) and data.isascii() and data.isdigit() and len(data) <= 78:
-            value = int(data)
-        else:
-            self.fail("invalid")
-        if not 0 <= value <= UINT256_MAX:
-            self.fail("range")
-        return value
-
-    def to_representation(self, value: int) -> str:
-        return str(int(value))
-
-
-@extend_schema_field({"type": "string", "description": "Masked on read: https://host/****"})
-class MaskedUrlField(serializers.CharField):
-    """A URL that may carry a provider key: writable, read back masked."""
-
-    def to_representation(self, value: str) -> str:
-        return mask_url(value) if value else ""
-
-
-def is_masked_echo(value: str | None, current: str | None) -> bool:
-    """A client sent back the masked value it read: keep the stored URL."""
-    return bool(value and current and MASK in value and value == mask_url(current))
-
-
-@extend_schema_field({"type": "string", "example": "USDC@sepolia"})
-class TokenKeyField(serializers.RelatedField):
-    """A token named `SYMBOL@network-slug` (symbols repeat across networks)."""
-
-    default_error_messages = {
-        "format": "Name a token as SYMBOL@network-slug.",
-        "missing": "No token {name}.",
-    }
-
-    def __init__(self, **kwargs):
-        kwargs.setdefault("queryset", Token.objects.select_related("network"))
-        super().__init__(**kwargs)
-
-    def to_internal_value(self, data: Any) -> Token:
-        _refuse_nul(data)
-        if not isinstance(data, str) or data.count("@") != 1:
-            self.fail("format")
-        symbol, network = data.split("@")
-        token = self.get_queryset().filter(symbol=symbol, network__slug=network).first()
-        if token is None:
-            self.fail("missing", name=data)
-        return token
-
-    def to_representation(self, value: Token) -> str:
-        return f"{value.symbol}@{value.network.slug}"
-
-
-def _refuse_nul(value: Any) -> None:
-    if isinstance(value, str) and "\x00" in value:
-        raise serializers.ValidationError("Text may not contain NUL characters.")
-
-
-class SlugRelatedField(serializers.SlugRelatedField):
-    """PostgreSQL refuses NUL in a query parameter; answer 400 before the lookup."""
-
-    def to_internal_value(self, data: Any):
-        _refuse_nul(data)
-        return super().to_internal_value(data)
-
-
-class SafeJSONField(serializers.JSONField):
-    """PostgreSQL jsonb cannot store U+0000; refuse it as a field error instead of a database error."""
-
-    def to_internal_value(self, data: Any) -> Any:
-        value = super().to_internal_value(data)
-        if "\\u0000" in json.dumps(value):
-            raise serializers.ValidationError("Text may not contain NUL (\\u0000) characters.")
-        return value
-
-
-@extend_schema_field(
-    {"type": "object", "additionalProperties": {"type": "integer", "nullable": True, "minimum": 0}, "example": {}}
-)
-class LimitsField(SafeJSONField):
-    pass
-
-
-@extend_schema_field({"type": "array", "items": {"type": "object", "additionalProperties": True}})
-class AbiField(SafeJSONField):
-    pass
-
-
-@extend_schema_field({"type": "object", "additionalProperties": True})
-class ObjectField(SafeJSONField):
-    pass
-
-
-def raise_as_api_errors(exc: DjangoValidationError, renames: dict[str, str] | None = None) -> None:
-    renames = renames or {}
-    if hasattr(exc, "error_dict"):
-        fields = {renames.get(k, k) if k != "__all__" else "non_field_errors": v for k, v in exc.message_dict.items()}
-    else:
-        fields = {"non_field_errors": exc.messages}
-    raise serializers.ValidationError(fields)
-
-
-class CatalogWriteMixin:
-    """create()/update() delegate to a catalog service and surface model validation as field errors."""
-
-    error_renames: dict[str, str] = {}
-
-    def _call(self, fn, **kwargs):
-        try:
-            return fn(**kwargs)
-        except DjangoValidationError as exc:
-            raise_as_api_errors(exc, self.error_renames)
-
 
 # --- plans -----------------------------------------------------------------------------------------
 
@@ -186,7 +55,7 @@ class PriceTokenField(serializers.Field):
     `SYMBOL@network-slug`; resolution needs the contract, so it happens in PlanSerializer.validate."""
 
     def to_internal_value(self, data: Any) -> str:
-        _refuse_nul(data)
+        refuse_nul(data)
         if not isinstance(data, str) or not data.strip() or data.count("@") > 1:
             raise serializers.ValidationError("A token symbol, or SYMBOL@network-slug.")
         return data.strip()
@@ -239,7 +108,7 @@ class PlanSerializer(CatalogWriteMixin, serializers.ModelSerializer):
 
     @extend_schema_field(DISPLAY_SCHEMA)
     def get_price_display(self, obj: Plan) -> str | None:
-        return _display(obj.price_display)
+        return display_amount(obj.price_display)
 
     def validate(self, attrs: dict) -> dict:
         raw = attrs.get("price_token")
@@ -263,73 +132,6 @@ class PlanSerializer(CatalogWriteMixin, serializers.ModelSerializer):
 
     def update(self, instance: Plan, validated_data: dict) -> Plan:
         return self._call(catalog.plan_update, plan=instance, data=validated_data)
-
-
-class PaymentOptionTokenSerializer(serializers.Serializer):
-    symbol = serializers.CharField()
-    key = serializers.CharField(help_text="SYMBOL@network")
-    address = serializers.CharField(allow_null=True, help_text="null for the native coin")
-    decimals = serializers.IntegerField()
-    amount = TokenAmountField(help_text="Price per period in this token's smallest unit.")
-    amount_display = serializers.CharField()
-
-
-class PaymentOptionSerializer(serializers.Serializer):
-    network = serializers.CharField(help_text="network slug")
-    network_name = serializers.CharField()
-    chain_id = serializers.IntegerField()
-    is_testnet = serializers.BooleanField()
-    contract_slug = serializers.CharField()
-    tokens = PaymentOptionTokenSerializer(many=True)
-
-
-class PublicPlanSerializer(serializers.ModelSerializer):
-    """The anonymous plans catalog: the plan fields of docs/reference/api/contract.md plus where each plan
-    can be paid."""
-
-    price_token = serializers.CharField(source="price_token.symbol")
-    price_token_network = serializers.CharField(source="price_token.network.slug")
-    price_amount = TokenAmountField()
-    price_display = serializers.SerializerMethodField()
-    gateway_slug = serializers.CharField(source="provider.slug")
-    contract_slug = serializers.CharField(source="contract.slug")
-    limits = LimitsField()
-    features = serializers.ListField(child=serializers.CharField())
-    payment_options = serializers.SerializerMethodField()
-
-    class Meta:
-        model = Plan
-        fields = [
-            "slug",
-            "title",
-            "description",
-            "interval",
-            "price_token",
-            "price_token_network",
-            "price_amount",
-            "price_display",
-            "price_usd_estimate",
-            "gateway_slug",
-            "contract_slug",
-            "limits",
-            "features",
-            "tier",
-            "is_active",
-            "experiment",
-            "variant",
-            "payment_options",
-        ]
-        read_only_fields = fields
-
-    @extend_schema_field(DISPLAY_SCHEMA)
-    def get_price_display(self, obj: Plan) -> str | None:
-        return _display(obj.price_display)
-
-    @extend_schema_field(PaymentOptionSerializer(many=True))
-    def get_payment_options(self, obj: Plan) -> list[dict]:
-        from billing.selectors import plan_payment_options_grouped
-
-        return plan_payment_options_grouped(obj)
 
 
 # --- providers -------------------------------------------------------------------------------------
@@ -685,11 +487,11 @@ class TransactionSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(DISPLAY_SCHEMA)
     def get_amount_display(self, obj: PaymentTransaction) -> str | None:
-        return _display(obj.amount_display)
+        return display_amount(obj.amount_display)
 
     @extend_schema_field(DISPLAY_SCHEMA)
     def get_fee_display(self, obj: PaymentTransaction) -> str | None:
-        return _display(obj.fee_display)
+        return display_amount(obj.fee_display)
 
 
 class TransactionDetailSerializer(TransactionSerializer):
@@ -697,34 +499,6 @@ class TransactionDetailSerializer(TransactionSerializer):
 
     class Meta(TransactionSerializer.Meta):
         fields = [*TransactionSerializer.Meta.fields, "status_history"]
-        read_only_fields = fields
-
-
-class HistoryItemSerializer(TransactionSerializer):
-    """A user's own transaction: what a wallet user needs, none of the operator fields."""
-
-    class Meta(TransactionSerializer.Meta):
-        fields = [
-            "id",
-            "status",
-            "plan_slug",
-            "network",
-            "chain_id",
-            "token",
-            "token_address",
-            "amount",
-            "amount_display",
-            "periods",
-            "tx_hash",
-            "gas_used",
-            "fee",
-            "fee_display",
-            "fee_token",
-            "explorer_url",
-            "failure_reason",
-            "created_at",
-            "confirmed_at",
-        ]
         read_only_fields = fields
 
 
@@ -921,122 +695,3 @@ class AuditEntrySerializer(serializers.Serializer):
             except ValueError:
                 changes = {}
         return mask_changes(changes or {})
-
-
-# --- the user's own view -----------------------------------------------------------------------------
-
-
-class QueuedPeriodSerializer(serializers.Serializer):
-    """One paid period that starts later (a renewal, a downgrade, an upgrade credit...)."""
-
-    plan = serializers.CharField(source="plan.slug")
-    plan_title = serializers.CharField(source="plan.title")
-    starts_at = serializers.DateTimeField()
-    ends_at = serializers.DateTimeField()
-    kind = serializers.ChoiceField(choices=PeriodKind.choices)
-    transaction_id = serializers.UUIDField(
-        source="transaction_public_id", allow_null=True, help_text="The payment that bought it, if any."
-    )
-
-
-class SubscriptionSerializer(serializers.ModelSerializer):
-    plan = SlugRelatedField(slug_field="slug", read_only=True)
-    plan_title = serializers.CharField(source="plan.title", read_only=True)
-    interval = serializers.CharField(source="plan.interval", read_only=True)
-    pending_plan = SlugRelatedField(slug_field="slug", read_only=True)
-    debt = serializers.SerializerMethodField()
-    paid_until = serializers.SerializerMethodField(help_text="End of all paid time, queued periods included.")
-    queued_periods = serializers.SerializerMethodField(
-        help_text="Paid periods that start after now, in the order they will be in force."
-    )
-
-    class Meta:
-        model = Subscription
-        fields = [
-            "id",
-            "plan",
-            "plan_title",
-            "interval",
-            "status",
-            "current_period_start",
-            "current_period_end",
-            "cancel_at_period_end",
-            "canceled_at",
-            "pending_plan",
-            "grace_until",
-            "debt",
-            "paid_until",
-            "queued_periods",
-            "created_at",
-        ]
-        read_only_fields = fields
-
-    @extend_schema_field(serializers.DateTimeField(allow_null=True))
-    def get_paid_until(self, obj: Subscription):
-        return serializers.DateTimeField().to_representation(selectors.subscription_paid_until(obj))
-
-    @extend_schema_field(QueuedPeriodSerializer(many=True))
-    def get_queued_periods(self, obj: Subscription) -> list[dict]:
-        return QueuedPeriodSerializer(selectors.subscription_queued(obj), many=True).data
-
-    @extend_schema_field(
-        {
-            "type": "object",
-            "properties": {
-                "amount": AMOUNT_SCHEMA,
-                "token": {"type": "string", "nullable": True},
-                "display": DISPLAY_SCHEMA,
-            },
-        }
-    )
-    def get_debt(self, obj: Subscription) -> dict:
-        return debt_of(obj)
-
-
-def debt_of(sub: Subscription | None) -> dict:
-    if sub is None:
-        return {"amount": "0", "token": None, "display": None}
-    token = sub.debt_token or sub.plan.price_token
-    amount = int(sub.debt_amount or 0)
-    return {"amount": str(amount), "token": token.symbol, "display": _display(token.display(amount))}
-
-
-class WalletBriefSerializer(serializers.Serializer):
-    address = serializers.CharField()
-    chain_id = serializers.IntegerField()
-    verified_at = serializers.DateTimeField()
-
-
-class PlanBriefSerializer(serializers.Serializer):
-    slug = serializers.CharField()
-    title = serializers.CharField()
-    interval = serializers.CharField()
-    limits = LimitsField()
-    features = serializers.ListField(child=serializers.CharField())
-
-
-class DebtSerializer(serializers.Serializer):
-    amount = TokenAmountField()
-    token = serializers.CharField(allow_null=True)
-    display = serializers.CharField(allow_null=True)
-
-
-class LastPaymentSerializer(serializers.Serializer):
-    id = serializers.UUIDField()
-    status = serializers.CharField()
-    tx_hash = serializers.CharField(allow_null=True)
-    failure_reason = serializers.CharField(allow_blank=True)
-    created_at = serializers.DateTimeField()
-    confirmed_at = serializers.DateTimeField(allow_null=True)
-
-
-class MeSettingsSerializer(serializers.Serializer):
-    plan = PlanBriefSerializer(allow_null=True)
-    subscription_status = serializers.CharField(allow_null=True)
-    current_period_end = serializers.DateTimeField(allow_null=True)
-    paid_until = serializers.DateTimeField(allow_null=True, help_text="End of all paid time, queued periods included.")
-    queued_periods = QueuedPeriodSerializer(many=True, help_text="Paid periods that start after now, in order.")
-    cancel_at_period_end = serializers.BooleanField()
-    wallet = WalletBriefSerializer(allow_null=True)
-    debt = DebtSerializer()
-    last_payment = LastPaymentSerializer(allow_null=True)
