@@ -53,6 +53,9 @@
     var lazy = elt.closest("[data-console-lazy]");
     var message = describe(evt);
     if (lazy) {
+      // Retry what failed (a tab switch inside the part asks another URL than the part's first load).
+      var path = evt.detail.pathInfo && evt.detail.pathInfo.requestPath;
+      if (path) lazy.dataset.retryUrl = path;
       lazy.replaceChildren(errorBox(message, true));
       return;
     }
@@ -114,7 +117,8 @@
       var lazy = retry.closest("[data-console-lazy]");
       if (lazy) {
         lazy.innerHTML = '<div class="c-loading">Loading…</div>';
-        htmx.trigger(lazy, "console:retry");
+        if (lazy.dataset.retryUrl) htmx.ajax("GET", lazy.dataset.retryUrl, { source: lazy, target: lazy, swap: "innerHTML" });
+        else htmx.trigger(lazy, "console:retry");
       }
       return;
     }

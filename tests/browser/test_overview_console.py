@@ -62,6 +62,15 @@ def test_operator_reads_the_fixture_kpis_switches_net_downloads_csv_and_follows_
     parts_loaded(page)
     shot(page, "overview-fixture")
 
+    # A switch inside a lazy part that fails shows the error state; Retry asks for what failed (weekly Net).
+    weekly = "**/admin/overview/revenue/?*granularity=week*"
+    page.route(weekly, lambda route: route.fulfill(status=500, body="boom"))
+    revenue.locator('[data-granularity="week"]').click()
+    expect(revenue.locator("[data-console-error]")).to_contain_text("500")
+    page.unroute(weekly)
+    revenue.locator("[data-console-retry]").click()
+    expect(revenue.locator('[data-revenue][data-granularity="week"][data-basis="net"]')).to_be_visible()
+
     with page.expect_download() as download:
         revenue.locator('[data-action="csv"]').click()
     path = tmp_path / "revenue.csv"
