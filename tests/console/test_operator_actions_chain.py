@@ -10,7 +10,7 @@ from eth_account import Account
 from billing.models import OperatorTransaction, RefundStatus
 from billing.services.operator_txs import operator_tx_watch
 from tests.console.test_payments import htmx, login, u
-from tests.integration.lifecycle.conftest import PAYERS, chain, world  # noqa: F401  (fixtures)
+from tests.integration.lifecycle.conftest import PAYERS, _payers_verified, chain, world  # noqa: F401  (fixtures)
 from tests.integration.lifecycle.test_operator_tx_recovery import paid_eth
 
 pytestmark = [pytest.mark.chain, pytest.mark.django_db]
