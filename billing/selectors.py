@@ -476,6 +476,7 @@ METRICS_OPERATOR_STATES = (
     OperatorTransaction.Status.PENDING,
     OperatorTransaction.Status.REVERTED,
     OperatorTransaction.Status.FAILED,
+    OperatorTransaction.Status.STUCK,  # at the gas cap: still out there, counted apart from pending
 )
 
 
