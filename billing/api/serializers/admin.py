@@ -15,11 +15,13 @@ from rest_framework import serializers
 from billing.api.serializers.fields import (
     DISPLAY_SCHEMA,
     MASK,
+    PLAN_FIELDS,
     AbiField,
     CatalogWriteMixin,
     LimitsField,
     MaskedUrlField,
     ObjectField,
+    PlanPriceDisplayMixin,
     SlugRelatedField,
     TokenAmountField,
     TokenKeyField,
@@ -64,7 +66,7 @@ class PriceTokenField(serializers.Field):
         return value.symbol
 
 
-class PlanSerializer(CatalogWriteMixin, serializers.ModelSerializer):
+class PlanSerializer(PlanPriceDisplayMixin, CatalogWriteMixin, serializers.ModelSerializer):
     price_token = PriceTokenField()
     price_token_network = SlugRelatedField(source="price_token.network", slug_field="slug", read_only=True)
     price_amount = TokenAmountField()
@@ -82,20 +84,7 @@ class PlanSerializer(CatalogWriteMixin, serializers.ModelSerializer):
         model = Plan
         fields = [
             "id",
-            "slug",
-            "title",
-            "description",
-            "interval",
-            "price_token",
-            "price_token_network",
-            "price_amount",
-            "price_display",
-            "price_usd_estimate",
-            "gateway_slug",
-            "contract_slug",
-            "limits",
-            "features",
-            "tier",
+            *PLAN_FIELDS,
             "grace_period_days",
             "is_active",
             "experiment",
@@ -105,10 +94,6 @@ class PlanSerializer(CatalogWriteMixin, serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = ["id", "created_at", "updated_at"]
-
-    @extend_schema_field(DISPLAY_SCHEMA)
-    def get_price_display(self, obj: Plan) -> str | None:
-        return display_amount(obj.price_display)
 
     def validate(self, attrs: dict) -> dict:
         raw = attrs.get("price_token")

@@ -13,9 +13,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from billing.fields import UINT256_MAX
-from billing.models import (
-    Token,
-)
+from billing.models import Plan, Token
 from billing_project.logging import mask_url
 
 AMOUNT_SCHEMA = {"type": "string", "pattern": "^[0-9]{1,78}$", "example": "10000000"}
@@ -153,3 +151,30 @@ class CatalogWriteMixin:
             return fn(**kwargs)
         except DjangoValidationError as exc:
             raise_as_api_errors(exc, self.error_renames)
+
+
+# The plan fields of docs/reference/api/contract.md, in the order both plan serializers (public, admin) show.
+PLAN_FIELDS = [
+    "slug",
+    "title",
+    "description",
+    "interval",
+    "price_token",
+    "price_token_network",
+    "price_amount",
+    "price_display",
+    "price_usd_estimate",
+    "gateway_slug",
+    "contract_slug",
+    "limits",
+    "features",
+    "tier",
+]
+
+
+class PlanPriceDisplayMixin:
+    """`price_display` of a plan: the price in whole tokens, a decimal string (display only)."""
+
+    @extend_schema_field(DISPLAY_SCHEMA)
+    def get_price_display(self, obj: Plan) -> str | None:
+        return display_amount(obj.price_display)

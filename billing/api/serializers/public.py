@@ -5,7 +5,12 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from billing.api.serializers.fields import DISPLAY_SCHEMA, LimitsField, TokenAmountField, display_amount
+from billing.api.serializers.fields import (
+    PLAN_FIELDS,
+    LimitsField,
+    PlanPriceDisplayMixin,
+    TokenAmountField,
+)
 from billing.models import (
     Plan,
 )
@@ -29,7 +34,7 @@ class PaymentOptionSerializer(serializers.Serializer):
     tokens = PaymentOptionTokenSerializer(many=True)
 
 
-class PublicPlanSerializer(serializers.ModelSerializer):
+class PublicPlanSerializer(PlanPriceDisplayMixin, serializers.ModelSerializer):
     """The anonymous plans catalog: the plan fields of docs/reference/api/contract.md plus where each plan
     can be paid."""
 
@@ -46,30 +51,13 @@ class PublicPlanSerializer(serializers.ModelSerializer):
     class Meta:
         model = Plan
         fields = [
-            "slug",
-            "title",
-            "description",
-            "interval",
-            "price_token",
-            "price_token_network",
-            "price_amount",
-            "price_display",
-            "price_usd_estimate",
-            "gateway_slug",
-            "contract_slug",
-            "limits",
-            "features",
-            "tier",
+            *PLAN_FIELDS,
             "is_active",
             "experiment",
             "variant",
             "payment_options",
         ]
         read_only_fields = fields
-
-    @extend_schema_field(DISPLAY_SCHEMA)
-    def get_price_display(self, obj: Plan) -> str | None:
-        return display_amount(obj.price_display)
 
     @extend_schema_field(PaymentOptionSerializer(many=True))
     def get_payment_options(self, obj: Plan) -> list[dict]:
