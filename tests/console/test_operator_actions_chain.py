@@ -75,7 +75,8 @@ def test_the_row_menu_offers_retry_refund_for_a_reverted_refund_and_it_lands(
     menu = row_menu(client, tx)
     assert 'data-action="retry-refund"' in menu and 'data-action="refund"' not in menu
     drawer = client.get(u("transaction", tx.public_id)).content.decode()
-    assert 'data-action="retry-refund"' in drawer
+    assert 'data-action="retry-refund"' in drawer and "Reverted on chain" in drawer
+    assert "failed (reverted, stuck at the gas cap or never sent)" in drawer
 
     chain.anvil.call("anvil_setBalance", [world.contract.address, hex(funds)])
     retried = htmx(
