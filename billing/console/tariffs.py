@@ -145,6 +145,7 @@ def _history(plan: Plan) -> list[dict]:
                 diffs.extend(_json_diff(field, old, new))
             else:
                 diffs.append({"field": field, "old": "" if old == "None" else old, "new": "" if new == "None" else new})
+        diffs = [d for d in diffs if d["old"] not in ("", None) or d["new"] not in ("", None)]
         out.append({**entry, "diffs": diffs, "when": str(entry["timestamp"]).replace("T", " ")[:19]})
     return out
 
