@@ -222,6 +222,18 @@ def test_devstack_whole_stack_and_ctrl_c(tmp_path):
         assert requests.get(f"{base}/healthz", timeout=10).json() == {"status": "ok"}
         assert login_form_ok(requests.get(f"{base}/admin/login/", timeout=10).text)
 
+        # Every process writes to the one metrics folder devstack prepared: /metrics shows the Celery
+        # worker's task runs (beat triggers contract_sync_dispatch every 5 s) beside the web's requests.
+        def worker_tasks_scraped() -> bool:
+            text = requests.get(f"{base}/metrics", timeout=10).text
+            return 'billing_celery_tasks_total{outcome="success",task="billing.tasks.contract_sync_dispatch"}' in text
+
+        deadline = time.monotonic() + 60
+        while not worker_tasks_scraped():
+            assert time.monotonic() < deadline, "the Celery worker's metrics never reached /metrics"
+            time.sleep(1)
+        assert len(list((data_dir / "prometheus").glob("counter_*.db"))) >= 3  # web workers and a pool process
+
         index = admin_login(base, "admin", "admin-demo")
         assert index.status_code == 200
         assert index.url.rstrip("/").endswith("/admin"), index.url
