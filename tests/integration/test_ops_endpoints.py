@@ -267,3 +267,29 @@ def test_status_changes_are_counted_when_they_commit_and_not_when_rolled_back(db
     with django_capture_on_commit_callbacks(execute=True):
         transaction_set_status(tx=tx, status=TxStatus.CONFIRMED, actor="test")
     assert sum(b.get() for b in latency._buckets) == observed + 1
+
+
+def test_celery_task_runs_and_failing_sweeps_are_counted(db, monkeypatch):
+    from billing import metrics
+    from billing.services import receipts
+    from billing_project.celery import app
+
+    task = app.tasks["billing.tasks.checkouts_expire"]  # a beat sweep (CELERY_BEAT_SCHEDULE)
+    success = metrics.TASKS.labels(task=task.name, outcome="success")
+    failure = metrics.TASKS.labels(task=task.name, outcome="failure")
+    sweep = metrics.SWEEP_ERRORS.labels(sweep="checkouts_expire")
+    before = (success._value.get(), failure._value.get(), sweep._value.get())
+
+    assert task.apply().successful()
+    assert (success._value.get(), failure._value.get(), sweep._value.get()) == (before[0] + 1, *before[1:])
+
+    def broken(**kwargs):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(receipts, "checkouts_expire", broken)
+    assert task.apply().failed()
+    assert (success._value.get(), failure._value.get(), sweep._value.get()) == (
+        before[0] + 1,
+        before[1] + 1,
+        before[2] + 1,
+    )
