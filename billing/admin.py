@@ -114,6 +114,13 @@ class ExactSearchMixin:
         return queryset.filter(condition), False
 
 
+class LedgerAdmin(ExactSearchMixin, ReadOnlyAdminMixin, ModelAdmin):
+    """A ledger, chain-mirror or outbox table: written only by services (read-only here), searched by exact
+    keys, and large, so the changelist skips the full count."""
+
+    show_full_result_count = False
+
+
 class _DryRun(Exception):
     pass
 
@@ -711,7 +718,7 @@ class StatusHistoryInline(ReadOnlyTabularInline):
 
 
 @admin.register(PaymentTransaction)
-class PaymentTransactionAdmin(ExactSearchMixin, ReadOnlyAdminMixin, ModelAdmin):
+class PaymentTransactionAdmin(LedgerAdmin):
     list_display = (
         "id",
         "created_at",
@@ -742,7 +749,6 @@ class PaymentTransactionAdmin(ExactSearchMixin, ReadOnlyAdminMixin, ModelAdmin):
     uuid_search_fields = ("public_id",)
     int_search_fields = ("id",)
     # No date_hierarchy: it runs SELECT DISTINCT date_trunc(...) over the whole ledger on every page.
-    show_full_result_count = False
     paginator = CappedCountPaginator
     raw_id_fields = ("user", "plan")
     inlines = (StatusHistoryInline,)
@@ -810,14 +816,13 @@ class PaymentTransactionAdmin(ExactSearchMixin, ReadOnlyAdminMixin, ModelAdmin):
 
 
 @admin.register(TransactionStatusChange)
-class TransactionStatusChangeAdmin(ExactSearchMixin, ReadOnlyAdminMixin, ModelAdmin):
+class TransactionStatusChangeAdmin(LedgerAdmin):
     list_display = ("id", "transaction", "from_status", "to_status", "actor", "reason", "created_at")
     list_filter = ("to_status", "from_status")
     list_select_related = ("transaction",)
     search_fields = ("actor",)
     int_search_fields = ("transaction_id",)
     date_hierarchy = "created_at"
-    show_full_result_count = False
     raw_id_fields = ("transaction",)
 
 
@@ -832,7 +837,7 @@ class IdempotencyKeyAdmin(ReadOnlyAdminMixin, ModelAdmin):
 
 
 @admin.register(InboundEvent)
-class InboundEventAdmin(ExactSearchMixin, ReadOnlyAdminMixin, ModelAdmin):
+class InboundEventAdmin(LedgerAdmin):
     list_display = (
         "id",
         "received_at",
@@ -849,7 +854,6 @@ class InboundEventAdmin(ExactSearchMixin, ReadOnlyAdminMixin, ModelAdmin):
     search_fields = ("=delivery_id", "event_type")
     hash_search_fields = ("tx_hash",)
     date_hierarchy = "received_at"
-    show_full_result_count = False
     raw_id_fields = ("transaction",)
 
     @admin.display(description="Tx hash", ordering="tx_hash")
@@ -874,18 +878,17 @@ class ChainCursorAdmin(ReadOnlyAdminMixin, ModelAdmin):
 
 
 @admin.register(ChainBlock)
-class ChainBlockAdmin(ExactSearchMixin, ReadOnlyAdminMixin, ModelAdmin):
+class ChainBlockAdmin(LedgerAdmin):
     list_display = ("number", "hash", "contract")
     list_filter = ("contract",)
     list_select_related = ("contract",)
     search_fields = ("contract__slug",)
     int_search_fields = ("number",)
     hash_search_fields = ("hash",)
-    show_full_result_count = False
 
 
 @admin.register(ChainEvent)
-class ChainEventAdmin(ExactSearchMixin, ReadOnlyAdminMixin, ModelAdmin):
+class ChainEventAdmin(LedgerAdmin):
     list_display = ("id", "name", "contract", "block_number", "log_index", "tx_short", "amount", "removed")
     list_filter = ("name", "removed", "contract")
     list_select_related = ("contract",)
@@ -893,7 +896,6 @@ class ChainEventAdmin(ExactSearchMixin, ReadOnlyAdminMixin, ModelAdmin):
     int_search_fields = ("block_number",)
     hash_search_fields = ("tx_hash", "block_hash")
     date_hierarchy = "created_at"
-    show_full_result_count = False
     raw_id_fields = ("transaction",)
 
     @admin.display(description="Tx hash", ordering="tx_hash")
@@ -908,13 +910,12 @@ class DeliveryInline(ReadOnlyTabularInline):
 
 
 @admin.register(OutboxEvent)
-class OutboxEventAdmin(ExactSearchMixin, ReadOnlyAdminMixin, ModelAdmin):
+class OutboxEventAdmin(LedgerAdmin):
     list_display = ("event_id", "topic", "aggregate_type", "aggregate_id", "created_at")
     list_filter = ("topic", "aggregate_type")
     search_fields = ("=aggregate_id", "topic")
     uuid_search_fields = ("event_id",)
     date_hierarchy = "created_at"
-    show_full_result_count = False
     inlines = (DeliveryInline,)
 
 
@@ -924,32 +925,30 @@ class AttemptInline(ReadOnlyTabularInline):
 
 
 @admin.register(OutboxDelivery)
-class OutboxDeliveryAdmin(ExactSearchMixin, ReadOnlyAdminMixin, ModelAdmin):
+class OutboxDeliveryAdmin(LedgerAdmin):
     list_display = ("id", "event", "subscriber", "status", "attempts", "max_attempts", "next_attempt_at", "created_at")
     list_filter = ("status", "subscriber", "event__topic")
     list_select_related = ("event",)
     search_fields = ("subscriber",)
     uuid_search_fields = ("event__event_id",)
     date_hierarchy = "created_at"
-    show_full_result_count = False
     raw_id_fields = ("event",)
     inlines = (AttemptInline,)
 
 
 @admin.register(DeliveryAttempt)
-class DeliveryAttemptAdmin(ExactSearchMixin, ReadOnlyAdminMixin, ModelAdmin):
+class DeliveryAttemptAdmin(LedgerAdmin):
     list_display = ("id", "delivery", "attempted_at", "ok", "status_code", "duration_ms")
     list_filter = ("ok", "status_code")
     list_select_related = ("delivery",)
     search_fields = ("error",)
     int_search_fields = ("delivery_id",)
     date_hierarchy = "attempted_at"
-    show_full_result_count = False
     raw_id_fields = ("delivery",)
 
 
 @admin.register(OperatorTransaction)
-class OperatorTransactionAdmin(ExactSearchMixin, ReadOnlyAdminMixin, ModelAdmin):
+class OperatorTransactionAdmin(LedgerAdmin):
     list_display = (
         "id",
         "kind",
@@ -967,7 +966,6 @@ class OperatorTransactionAdmin(ExactSearchMixin, ReadOnlyAdminMixin, ModelAdmin)
     hash_search_fields = ("mined_tx_hash",)
     int_search_fields = ("nonce",)
     date_hierarchy = "created_at"
-    show_full_result_count = False
     raw_id_fields = ("payment",)
 
 
