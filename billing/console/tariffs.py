@@ -22,6 +22,7 @@ from django.utils.dateparse import parse_datetime
 
 from billing import selectors
 from billing.api.serializers import AuditEntrySerializer, PlanSerializer
+from billing.fields import to_display
 from billing.models import Interval, Plan, Token
 from billing.services import catalog
 from billing.services.operator import acting_user
@@ -79,7 +80,7 @@ def price_text(plan: Plan) -> str:
     token = _token(plan)
     if token is None or plan.price_amount is None:
         return "—"
-    return f"{format_amount(plan.price_display, token.symbol)} / {plan.interval}"
+    return f"{format_amount(to_display(plan.price_amount, token.decimals), token.symbol)} / {plan.interval}"
 
 
 def limit_text(value) -> str:

@@ -7,6 +7,7 @@ import re
 from decimal import Decimal
 
 import pytest
+from django.http import QueryDict
 from django.template.loader import render_to_string
 from django.test import RequestFactory
 
@@ -126,3 +127,38 @@ def test_provider_drawer_shows_the_built_config():
     assert "Configuration built by the backend" in html
     assert "&quot;contract&quot;: &quot;" + provider.contract.slug in html
     assert 'data-action="edit-provider"' not in html  # can_write not given: read-only
+
+
+# --- Tariffs components (sample plans, no database row) ----------------------------------------------------
+
+
+def test_plan_card_shows_price_state_experiment_and_limits():
+    from billing.console.tariffs import plan_card
+    from billing_project.gallery import sample_plans
+
+    plans = {p.slug: p for p in sample_plans()}
+    html = squash(render("console/tariffs/plan_card.html", card=plan_card(plans["pro-b"])))
+    assert html.startswith('<a class="c-card c-plan-card" href="/admin/tariffs/plans/pro-b/" data-plan="pro-b">')
+    assert "36 USDC / month" in html and "USDC@base" in html and "price-test / b" in html
+    assert '<span class="c-grow">exports</span><span class="c-num">unlimited</span>' in html
+    assert "c-badge-ok" in html
+    legacy = squash(render("console/tariffs/plan_card.html", card=plan_card(plans["legacy"])))
+    assert "not sold" in legacy and "price-test" not in legacy
+
+
+def test_matrix_table_marks_changed_cells_and_shows_cell_errors():
+    from billing.console.tariffs import _matrix
+    from billing_project.gallery import sample_plans
+
+    plans = sample_plans()
+    submitted = QueryDict(mutable=True)
+    submitted.update({"cell:basic:api_calls": "1500", "cell:pro:seats": "5", "cell:legacy:seats": "x"})
+    matrix = _matrix(plans, submitted, {"cell:legacy:seats": "A whole number ≥ 0, or empty for unlimited."})
+    html = squash(render("console/tariffs/matrix_table.html", matrix=matrix, versions={}, can_write=True))
+    changed = re.findall(r'<td class="c-changed[^"]*" data-cell="([^"]+)"', html)
+    assert changed == ["basic:api_calls", "legacy:seats"]  # pro:seats typed as stored: not a change
+    assert 'name="cell:basic:api_calls" value="1500" data-original="1000"' in html
+    assert 'data-cell="legacy:seats"' in html and "A whole number ≥ 0" in html
+    assert 'data-cell="pro-b:exports"> <input class="c-input c-cell" name="cell:pro-b:exports" value="∞"' in html
+    read_only = squash(render("console/tariffs/matrix_table.html", matrix=_matrix(plans), versions={}, can_write=False))
+    assert "c-cell" not in read_only and 'data-action="save-matrix"' not in read_only
