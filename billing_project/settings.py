@@ -304,5 +304,8 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="billing@localhost")
 NOTIFICATIONS_OPS_WEBHOOK_URL = env.str("NOTIFICATIONS_OPS_WEBHOOK_URL", default="")
 NOTIFICATIONS_HTTP_TIMEOUT = env.float("NOTIFICATIONS_HTTP_TIMEOUT", default=5.0)
 NOTIFICATIONS_MAX_ATTEMPTS = env.int("NOTIFICATIONS_MAX_ATTEMPTS", default=8)
+# A failed send is tried again after billing.retry.backoff_seconds(attempts, base, cap).
+NOTIFICATIONS_BACKOFF_BASE_SECONDS = env.float("NOTIFICATIONS_BACKOFF_BASE_SECONDS", default=10.0)
+NOTIFICATIONS_BACKOFF_MAX_SECONDS = env.float("NOTIFICATIONS_BACKOFF_MAX_SECONDS", default=3600.0)
 # "Your renewal is due in N days": sent once per period end to payers with nothing paid after it.
 NOTIFICATIONS_RENEWAL_DUE_DAYS = env.int("NOTIFICATIONS_RENEWAL_DUE_DAYS", default=3)

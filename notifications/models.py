@@ -27,6 +27,11 @@ class Notification(models.Model):
     dedupe_key = models.CharField(max_length=200, unique=True, help_text="Source event + audience: one per cause.")
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Pending: not tried again before this (backoff, or a sweep's claim). Null: due.",
+    )
     last_error = models.TextField(blank=True)
     read_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
@@ -34,7 +39,10 @@ class Notification(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["user", "-created_at"], name="notification_user_idx")]
+        indexes = [
+            models.Index(fields=["user", "-created_at"], name="notification_user_idx"),
+            models.Index(fields=["status", "next_attempt_at"], name="notification_due_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} -> {self.user_id or 'ops'}"

@@ -13,8 +13,10 @@ import structlog
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
+from billing.retry import backoff_seconds
 from billing_project.logging import error_text
 from notifications.models import Notification
 
@@ -53,8 +55,19 @@ def _send(notification: Notification) -> None:
         raise RuntimeError(f"HTTP {response.status_code}")
 
 
-def notification_deliver(*, notification_id: int) -> str:
-    """sent | retry | failed | skipped. Safe to run twice at once (skip_locked)."""
+CLAIM_LEASE = timedelta(minutes=2)  # longer than one send can take (NOTIFICATIONS_HTTP_TIMEOUT, SMTP)
+
+
+def _due(notification: Notification, now) -> bool:
+    return notification.next_attempt_at is None or notification.next_attempt_at <= now
+
+
+def notification_deliver(*, notification_id: int, force: bool = False, claim: datetime | None = None) -> str:
+    """sent | retry | failed | skipped (taken elsewhere, already final, or not due yet).
+
+    Safe to run twice at once (skip_locked). Honours `next_attempt_at` (the backoff after a failure, or a
+    sweep's claim): a call with no `claim` only sends a due row; a sweep passes the `claim` it wrote and sends
+    only while that claim is still the row's (a stale or duplicate call is skipped); `force` ignores both."""
     with transaction.atomic():
         notification = (
             Notification.objects.select_for_update(skip_locked=True, of=("self",))
@@ -64,6 +77,9 @@ def notification_deliver(*, notification_id: int) -> str:
         )
         if notification is None:
             return "skipped"
+        now = timezone.now()
+        if not force and (notification.next_attempt_at != claim if claim is not None else not _due(notification, now)):
+            return "skipped"
         notification.attempts += 1
         try:
             _send(notification)
@@ -72,7 +88,16 @@ def notification_deliver(*, notification_id: int) -> str:
             notification.last_error = error_text(exc)
             if notification.attempts >= settings.NOTIFICATIONS_MAX_ATTEMPTS:
                 notification.status = Notification.Status.FAILED
-            notification.save(update_fields=["attempts", "last_error", "status"])
+                notification.next_attempt_at = None
+            else:
+                notification.next_attempt_at = now + timedelta(
+                    seconds=backoff_seconds(
+                        notification.attempts,
+                        base=settings.NOTIFICATIONS_BACKOFF_BASE_SECONDS,
+                        cap=settings.NOTIFICATIONS_BACKOFF_MAX_SECONDS,
+                    )
+                )
+            notification.save(update_fields=["attempts", "last_error", "status", "next_attempt_at"])
             log.warning(
                 "notification.delivery_failed",
                 notification_id=notification.pk,
@@ -82,18 +107,39 @@ def notification_deliver(*, notification_id: int) -> str:
             )
             return "failed" if notification.status == Notification.Status.FAILED else "retry"
         notification.status = Notification.Status.SENT
-        notification.sent_at = timezone.now()
+        notification.sent_at = now
         notification.last_error = ""
-        notification.save(update_fields=["attempts", "last_error", "status", "sent_at"])
+        notification.next_attempt_at = None
+        notification.save(update_fields=["attempts", "last_error", "status", "sent_at", "next_attempt_at"])
     return "sent"
 
 
-def notifications_due_ids(*, limit: int = 500) -> list[int]:
-    return list(
-        Notification.objects.filter(status=Notification.Status.PENDING)
-        .order_by("created_at")
-        .values_list("pk", flat=True)[:limit]
+def _due_rows(now):
+    return Notification.objects.filter(status=Notification.Status.PENDING).filter(
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
     )
+
+
+def notifications_due_ids(*, limit: int = 500) -> list[int]:
+    """Pending rows whose backoff is over (a read; the sweep claims them with notifications_claim_due)."""
+    return list(_due_rows(timezone.now()).order_by("created_at").values_list("pk", flat=True)[:limit])
+
+
+def notifications_claim_due(*, limit: int = 500, lease: timedelta = CLAIM_LEASE) -> list[tuple[int, datetime]]:
+    """Claim due rows for this sweep: locked with SKIP LOCKED (a concurrent sweep takes others) and made
+    not-due until the lease ends, in the same transaction. -> [(id, claim)] to pass to notification_deliver."""
+    now = timezone.now()
+    claim = now + lease
+    with transaction.atomic():
+        ids = list(
+            _due_rows(now)
+            .select_for_update(skip_locked=True)
+            .order_by("created_at")
+            .values_list("pk", flat=True)[:limit]
+        )
+        if ids:
+            Notification.objects.filter(pk__in=ids).update(next_attempt_at=claim)
+    return [(pk, claim) for pk in ids]
 
 
 # --- renewal due in N days (beat) ---------------------------------------------------------------------------

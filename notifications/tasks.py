@@ -14,12 +14,12 @@ def notification_deliver_task(notification_id: int) -> str:
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def notifications_sweep() -> int:
-    from notifications.services import notification_deliver, notifications_due_ids
+    from notifications.services import notification_deliver, notifications_claim_due
 
-    ids = notifications_due_ids()
-    for pk in ids:
-        notification_deliver(notification_id=pk)
-    return len(ids)
+    claimed = notifications_claim_due()
+    for pk, claim in claimed:
+        notification_deliver(notification_id=pk, claim=claim)
+    return len(claimed)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)

@@ -15,6 +15,7 @@ from eth_utils import to_checksum_address
 from billing import signing
 from billing.chain.abi import decode_call
 from billing.models import PaymentContract
+from billing.retry import backoff_seconds
 from billing.services.chain_sync import observed_from_raw
 
 log = structlog.get_logger(__name__)
@@ -170,6 +171,6 @@ class DevIndexer:
                 continue
             delivery.attempts += 1
             if delivery.attempts < 20:
-                delivery.next_at = now + min(60, 2**delivery.attempts)
+                delivery.next_at = now + backoff_seconds(delivery.attempts, base=2, cap=60)
                 pending.append(delivery)
         self.queue = pending

@@ -7,6 +7,7 @@ import http.server
 import json
 import threading
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.core import mail
@@ -86,7 +87,8 @@ def test_failing_ops_webhook_retries_then_fails(settings, ops_server):
         }
     )
     ops = Notification.objects.get(audience="ops")
-    assert [notification_deliver(notification_id=ops.pk) for _ in range(3)] == ["retry", "retry", "failed"]
+    # force: one attempt after the other, without waiting out the backoff between them
+    assert [notification_deliver(notification_id=ops.pk, force=True) for _ in range(3)] == ["retry", "retry", "failed"]
     ops.refresh_from_db()
     assert ops.status == "failed" and ops.attempts == 3 and "HTTP 500" in ops.last_error
     user_note = Notification.objects.get(audience="user")
@@ -114,3 +116,41 @@ def test_ops_notice_raised_twice_becomes_one_ops_notification(settings):
     assert notes.count() == 1
     assert notes.get().dedupe_key == "ops:dead_letter:delivery:42"
     assert notes.get().data == {"key": "dead_letter:delivery:42", "id": 42}
+
+
+def test_a_failed_send_backs_off_and_three_sweeps_make_one_attempt(settings, ops_server):
+    """Issue 8 §5: notifications retry with billing.retry.backoff_seconds (they had no backoff: every sweep
+    sent every pending row again), the sweep claims due rows (SKIP LOCKED, next_attempt_at moved forward in
+    the same transaction) and honours next_attempt_at."""
+    from django.utils import timezone
+
+    from notifications.services import notifications_claim_due
+    from notifications.tasks import notifications_sweep
+
+    settings.NOTIFICATIONS_BACKOFF_BASE_SECONDS = 60
+    received, answers = ops_server
+    answers["status"] = 500
+    handle_past_due(
+        {"event_id": str(uuid.uuid4()), "user_id": UserFactory().pk, "plan": "pro", "grace_until": "x",
+         "debt_amount": "1", "debt_token": "dUSD"}
+    )  # fmt: skip
+    Notification.objects.filter(audience="user").update(status="sent")  # only the ops row is in play
+    ops = Notification.objects.get(audience="ops")
+    assert [notifications_sweep() for _ in range(3)] == [1, 0, 0]
+    ops.refresh_from_db()
+    assert ops.attempts == 1 and ops.status == "pending" and len(received) == 1
+    # backoff_seconds(1, base=60, cap=3600): between 30 and 60 s from now
+    waited = (ops.next_attempt_at - timezone.now()).total_seconds()
+    assert 25 < waited <= 60
+    assert notification_deliver(notification_id=ops.pk) == "skipped"  # the kick task honours it too
+    assert notifications_due_ids() == [] and notifications_claim_due() == []
+
+    # Due again: one claim takes it, a second claimer finds nothing, a stale claim is refused.
+    Notification.objects.filter(pk=ops.pk).update(next_attempt_at=timezone.now())
+    answers["status"] = 200
+    [(pk, claim)] = notifications_claim_due()
+    assert notifications_claim_due() == []
+    assert notification_deliver(notification_id=pk, claim=claim - timedelta(seconds=1)) == "skipped"
+    assert notification_deliver(notification_id=pk, claim=claim) == "sent"
+    ops.refresh_from_db()
+    assert ops.status == "sent" and ops.attempts == 2 and ops.next_attempt_at is None

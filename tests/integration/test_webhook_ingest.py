@@ -318,3 +318,31 @@ def test_non_ascii_signature_header_is_401_not_500(api_client, value):
     )
     assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_signature"
     assert not InboundEvent.objects.exists()
+
+
+@pytest.mark.django_db
+def test_stubbed_failing_rpc_and_three_sweeps_count_one_attempt(api_client, monkeypatch):
+    """Issue 8 acceptance: the RPC client stubbed to fail, the inbound sweep called three times in a row:
+    exactly one attempt is counted (the row is not due again until its backoff has passed), and the chain was
+    asked once."""
+    from billing.chain import rpc
+
+    calls = []
+
+    class FailingClient:
+        def __getattr__(self, name):
+            def fail(*args, **kwargs):
+                calls.append(name)
+                raise rpc.AllEndpointsFailed("stubbed: every endpoint is down")
+
+            return fail
+
+    monkeypatch.setattr(rpc.ChainClient, "for_network", classmethod(lambda cls, *a, **k: FailingClient()))
+    contract = unreachable_contract()
+    assert post(api_client, contract, body_for(contract, 0)).status_code == 202
+    reports = [inbound_events_process_due() for _ in range(3)]
+    assert [r.claimed for r in reports] == [1, 0, 0]
+    event = InboundEvent.objects.get()
+    assert event.attempts == 1 and event.status == InboundEvent.Status.RECEIVED
+    assert event.error.startswith("chain unavailable: stubbed") and event.next_attempt_at > timezone.now()
+    assert calls == ["get_transaction_receipt"]
