@@ -54,6 +54,10 @@ class SignerKeyMissing(ImproperlyConfigured):
     pass
 
 
+class OperatorKeyMissing(SignerKeyMissing):
+    """No usable operator key in settings (the message never contains the key)."""
+
+
 def new_order_id() -> str:
     """A random bytes32 order id: 0x + 64 hex digits."""
     return "0x" + secrets.token_hex(32)
@@ -245,7 +249,9 @@ def recover_quote_signer(quote: Quote, signature: str, **domain_kwargs) -> str:
     return Account.recover_message(signable, signature=signature)
 
 
-def load_account(*, key: str, key_file: str, what: str, setting: str) -> LocalAccount:
+def load_account(
+    *, key: str, key_file: str, what: str, setting: str, error: type[SignerKeyMissing] = SignerKeyMissing
+) -> LocalAccount:
     """A local account from a hex key given directly or in a file. Error messages name the setting, never the key.
 
     Built once per process and key: a key file is looked at (one stat) on every call, so replacing the file
@@ -257,23 +263,23 @@ def load_account(*, key: str, key_file: str, what: str, setting: str) -> LocalAc
             stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
         except OSError:
             stamp = None  # _load_account reports the unreadable file
-    return _load_account(key, key_file, what, setting, stamp)
+    return _load_account(key, key_file, what, setting, error, stamp)
 
 
 @lru_cache(maxsize=16)
-def _load_account(key: str, key_file: str, what: str, setting: str, _stamp) -> LocalAccount:
+def _load_account(key: str, key_file: str, what: str, setting: str, error: type, _stamp) -> LocalAccount:
     raw = (key or "").strip()
     if not raw and key_file:
         try:
             raw = Path(key_file).read_text(encoding="ascii").strip()
         except OSError as exc:
-            raise SignerKeyMissing(f"The {what} key file set in {setting}_FILE cannot be read ({exc.strerror}).")
+            raise error(f"The {what} key file set in {setting}_FILE cannot be read ({exc.strerror}).") from None
     if not raw:
-        raise SignerKeyMissing(f"No {what} key: set {setting} or {setting}_FILE (environment, never the database).")
+        raise error(f"No {what} key: set {setting} or {setting}_FILE (environment, never the database).")
     try:
         return Account.from_key(raw)
     except Exception:  # noqa: BLE001 - any parse error; the message must not echo the key
-        raise SignerKeyMissing(f"The {what} key in {setting} / {setting}_FILE is not a valid private key.") from None
+        raise error(f"The {what} key in {setting} / {setting}_FILE is not a valid private key.") from None
 
 
 def get_quote_signer() -> LocalAccount:
@@ -286,10 +292,12 @@ def get_quote_signer() -> LocalAccount:
 
 
 def get_operator_account() -> LocalAccount:
-    """The contract owner's key: deploys, refunds, withdrawals, signer rotation."""
+    """The contract owner's key, the one loader for it: deploys, refunds, withdrawals, signer rotation
+    (billing.chain.sender signs with it as `operator_account`). Raises OperatorKeyMissing."""
     return load_account(
         key=settings.BILLING_OPERATOR_KEY,
         key_file=settings.BILLING_OPERATOR_KEY_FILE,
         what="operator",
         setting="BILLING_OPERATOR_KEY",
+        error=OperatorKeyMissing,
     )

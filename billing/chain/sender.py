@@ -20,16 +20,13 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import structlog
-from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
-from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 
+from billing.chain.quote import OperatorKeyMissing, get_operator_account
 from billing.chain.rpc import ChainClient, JsonRpcError, MethodNotSupported, RpcError
 
 logger = structlog.get_logger(__name__)
@@ -43,10 +40,6 @@ DEFAULT_PRIORITY_FEE = 10**9  # 1 gwei, when the node cannot suggest one
 
 class SenderError(Exception):
     """An operator transaction could not be sent or followed."""
-
-
-class OperatorKeyMissing(ImproperlyConfigured):
-    """No usable operator key in settings (the message never contains the key)."""
 
 
 class GasPriceAboveCap(SenderError):
@@ -87,26 +80,9 @@ class Fees:
 # --- key ---------------------------------------------------------------------------------------------
 
 
-def operator_account() -> LocalAccount:
-    """The operator's signing account, from BILLING_OPERATOR_KEY or BILLING_OPERATOR_KEY_FILE."""
-    key = (getattr(settings, "BILLING_OPERATOR_KEY", "") or "").strip()
-    key_file = (getattr(settings, "BILLING_OPERATOR_KEY_FILE", "") or "").strip()
-    source = "BILLING_OPERATOR_KEY"
-    if not key and key_file:
-        source = "BILLING_OPERATOR_KEY_FILE"
-        try:
-            key = Path(key_file).read_text().strip()
-        except OSError as exc:
-            raise OperatorKeyMissing(f"BILLING_OPERATOR_KEY_FILE cannot be read ({exc.strerror}).") from None
-    if not key:
-        raise OperatorKeyMissing(
-            "No operator key: set BILLING_OPERATOR_KEY or BILLING_OPERATOR_KEY_FILE to sign refunds and withdrawals."
-        )
-    try:
-        return Account.from_key(key)
-    except Exception:
-        # `from None`: the original error may quote the key
-        raise OperatorKeyMissing(f"{source} does not hold a valid secp256k1 private key.") from None
+# The one operator-key loader lives with the other key loaders (billing.chain.quote); the sender calls it
+# `operator_account`.
+operator_account = get_operator_account
 
 
 # --- nonces ------------------------------------------------------------------------------------------
