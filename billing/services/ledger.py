@@ -51,6 +51,15 @@ def _emit_payment_status(tx: PaymentTransaction, *, old: str, change: Transactio
 
 
 @transaction.atomic
+def transaction_lock(pk: int, *related: str) -> PaymentTransaction:
+    """The ledger row `pk`, locked FOR UPDATE until the caller's transaction ends. Only that row is locked
+    (`of=self`): the `related` rows are read along, not locked. The one way services lock a ledger row."""
+    rows = PaymentTransaction.objects.select_for_update(of=("self",))
+    if related:
+        rows = rows.select_related(*related)
+    return rows.get(pk=pk)
+
+
 def transaction_set_status(
     *,
     tx: PaymentTransaction,
@@ -61,12 +70,8 @@ def transaction_set_status(
     fields: dict | None = None,
 ) -> PaymentTransaction:
     """Move `tx` to `status` (locking its row), set extra `fields`, append one history row."""
-    # of=self: only the ledger row is locked; network, token and contract come along for the log and metrics.
-    locked = (
-        PaymentTransaction.objects.select_for_update(of=("self",))
-        .select_related("contract", "network", "token", "plan")
-        .get(pk=tx.pk)
-    )
+    # Network, token and contract come along (not locked) for the log and metrics.
+    locked = transaction_lock(tx.pk, "contract", "network", "token", "plan")
     old = locked.status
     if status not in TxStatus.values:
         raise TransitionNotAllowed(old, status)

@@ -14,7 +14,7 @@ from eth_utils import to_checksum_address
 
 from billing.fields import ZERO_ADDRESS
 from billing.models import ChainEvent, PaymentContract, PaymentTransaction, Plan, Token, TxStatus
-from billing.services.ledger import transaction_record_created, transaction_set_status
+from billing.services.ledger import transaction_lock, transaction_record_created, transaction_set_status
 from billing.services.notices import ops_notice
 from billing.services.subscriptions import (
     subscription_apply_payment,
@@ -325,7 +325,7 @@ def payment_observe_withdrawn(*, contract: PaymentContract, observed: ObservedLo
 
 @transaction.atomic
 def payment_mark_failed(*, tx: PaymentTransaction, reason: str, source: str, tx_hash: str | None = None) -> Effect:
-    locked = PaymentTransaction.objects.select_for_update().get(pk=tx.pk)
+    locked = transaction_lock(tx.pk)
     if locked.status not in (TxStatus.PENDING, TxStatus.SUBMITTED):
         return Effect("duplicate", locked)
     fields = {"failure_reason": reason[:500]}
@@ -362,7 +362,7 @@ def payment_reorged_out(
     goes to `needs_review` and the periods it bought are suspended; a refund goes to `needs_review` too (the
     refund is in doubt; its periods stay removed until ops decide). Ops are told (`transaction_set_status`).
     Returns whether the ledger changed."""
-    tx = PaymentTransaction.objects.select_for_update().get(pk=tx_id)
+    tx = transaction_lock(tx_id)
     details = {"reorg": True, "tx_hash": tx_hash, "log_index": log_index, **(details or {})}
     if event_name == "Refunded":
         if tx.status != TxStatus.REFUNDED or (tx.refund_tx_hash or "").lower() != tx_hash.lower():

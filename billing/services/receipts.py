@@ -16,7 +16,7 @@ from billing.chain.confirmation import applicable_block
 from billing.dispatch import enqueue_on_commit
 from billing.models import PaymentTransaction, TransactionStatusChange, TxStatus
 from billing.services.chain_sync import observed_from_raw
-from billing.services.ledger import transaction_set_status
+from billing.services.ledger import transaction_lock, transaction_set_status
 from billing.services.payments import GasFacts, payment_mark_failed, payment_observe_paid
 from billing.validators import validate_tx_hash
 from billing_project.errors import ServiceError
@@ -50,7 +50,7 @@ def transaction_submit(*, tx: PaymentTransaction, tx_hash: str, actor: str) -> P
     except ValidationError as exc:
         raise SubmitError("invalid_tx_hash", exc.messages[0], field="tx_hash") from exc
     tx_hash = tx_hash.lower()
-    locked = PaymentTransaction.objects.select_for_update().get(pk=tx.pk)
+    locked = transaction_lock(tx.pk)
     if locked.tx_hash == tx_hash and locked.status != TxStatus.FAILED:
         return locked  # a repeat of the same report
     if locked.status in (TxStatus.PENDING, TxStatus.SUBMITTED, TxStatus.FAILED):
