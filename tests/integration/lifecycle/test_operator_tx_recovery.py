@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -187,3 +189,50 @@ def test_a_worker_killed_right_after_the_broadcast_leaves_a_row_the_sweep_settle
 
     assert sweep_later() == {row.pk: "mined"}
     assert_refunded_once(chain, world, tx, row, balance_before)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_refunds_of_one_payment_at_once_send_one_transaction(
+    chain, world, user_api, billing_admin_user, monkeypatch
+):
+    """The payment's lock no longer spans the broadcast: the row committed with it is what makes the second
+    request answer refund_in_flight. The first holds the lock a while, so the two provably overlap."""
+    from billing.services import operator_txs
+    from billing.services.operator import OperatorActionError, transaction_refund
+
+    tx = paid_eth(chain, world, user_api, PAYERS[2])
+    payer_before = chain.w3.eth.get_balance(tx.payer_address)
+    real_create = operator_txs.operator_tx_create
+
+    def slow_create(**kwargs):
+        row = real_create(**kwargs)
+        time.sleep(1.0)  # inside the locked transaction: the other request waits on the payment row
+        return row
+
+    monkeypatch.setattr(operator_txs, "operator_tx_create", slow_create)
+    barrier = threading.Barrier(2)
+    outcomes: dict[str, str] = {}
+    spans: dict[str, tuple[float, float]] = {}
+
+    def run(name: str) -> None:
+        barrier.wait()
+        started = time.monotonic()
+        try:
+            fresh = PaymentTransaction.objects.get(pk=tx.pk)
+            outcomes[name] = transaction_refund(tx=fresh, actor=billing_admin_user, reason=name).result
+        except OperatorActionError as exc:
+            outcomes[name] = exc.code
+        finally:
+            spans[name] = (started, time.monotonic())
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert max(s for s, _ in spans.values()) < min(e for _, e in spans.values())  # they overlapped
+    assert sorted(outcomes.values()) == ["refund_in_flight", "refund_sent"], outcomes
+    (row,) = OperatorTransaction.objects.filter(payment=tx)
+    assert sweep_later() == {row.pk: "mined"}
+    assert_refunded_once(chain, world, tx, row, payer_before)
