@@ -4,7 +4,7 @@ payouts) caches the answer with its read time and shows the last one, marked sta
 
 from __future__ import annotations
 
-from billing.chain.rpc import AllEndpointsFailed, ChainClient, EndpointSpec, RetryPolicy
+from billing.chain.rpc import AllEndpointsFailed, ChainClient, RetryPolicy, endpoint_specs
 
 BALANCE_OF = "0x70a08231"  # balanceOf(address)
 
@@ -16,10 +16,7 @@ class BalanceUnavailable(Exception):
 def read_balances(*, network, holder: str, tokens: list, timeout: float = 2.0) -> dict[int, int | Exception]:
     """token pk -> balance in the token's smallest unit, or the exception that token's read raised.
     Raises (AllEndpointsFailed, RpcError) when the network itself cannot be reached."""
-    specs = [
-        EndpointSpec(url=e.url, timeout=min(float(e.timeout_seconds), timeout), endpoint_id=e.pk)
-        for e in network.rpc_endpoints.filter(enabled=True).order_by("position", "id")
-    ]
+    specs = endpoint_specs(network, timeout_cap=timeout)
     if not specs:
         raise AllEndpointsFailed(f"Network {network.slug} has no enabled RPC endpoint.")
     client = ChainClient(

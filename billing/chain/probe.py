@@ -10,7 +10,9 @@ from billing.chain.rpc import (
     EndpointSpec,
     TransportError,
     classify_rpc_error,
+    endpoint_specs,
     endpoint_state,
+    fallback_spec,
     post_json_rpc,
     record_health,
 )
@@ -94,18 +96,13 @@ def probe_endpoints(network) -> list[dict]:
     from billing.models import CryptoConfig
 
     config = CryptoConfig.load()
-    specs: list[tuple[EndpointSpec, str | None]] = [
-        (EndpointSpec(url=e.url, timeout=float(e.timeout_seconds), endpoint_id=e.pk), None)
-        for e in network.rpc_endpoints.filter(enabled=True).order_by("position", "id")
-    ]
+    specs: list[tuple[EndpointSpec, str | None]] = [(spec, None) for spec in endpoint_specs(network)]
     seen = {spec.url for spec, _ in specs}
     for contract in network.contracts.filter(enabled=True).exclude(fallback_rpc="").order_by("slug"):
         if contract.fallback_rpc in seen:
             continue
         seen.add(contract.fallback_rpc)
-        specs.append(
-            (EndpointSpec(url=contract.fallback_rpc, timeout=float(config.request_timeout_seconds)), contract.slug)
-        )
+        specs.append((fallback_spec(contract.fallback_rpc, config), contract.slug))
     session = requests.Session()
     reports = []
     for spec, contract_slug in specs:

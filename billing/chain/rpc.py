@@ -132,6 +132,21 @@ class EndpointSpec:
         return mask_url(self.url)
 
 
+def endpoint_specs(network, *, timeout_cap: float | None = None) -> list[EndpointSpec]:
+    """The network's enabled RPC endpoints by position (the one place RpcEndpoint rows become EndpointSpecs);
+    each request's timeout is the endpoint's, at most `timeout_cap` when given."""
+    specs = []
+    for e in network.rpc_endpoints.filter(enabled=True).order_by("position", "id"):
+        timeout = float(e.timeout_seconds) if timeout_cap is None else min(float(e.timeout_seconds), timeout_cap)
+        specs.append(EndpointSpec(url=e.url, timeout=timeout, endpoint_id=e.pk))
+    return specs
+
+
+def fallback_spec(url: str, config) -> EndpointSpec:
+    """A contract's fallback_rpc, with the CryptoConfig request timeout (no RpcEndpoint row: no health)."""
+    return EndpointSpec(url=url, timeout=float(config.request_timeout_seconds))
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_retries: int = 3
@@ -417,12 +432,9 @@ class ChainClient:
         from billing.models import CryptoConfig
 
         config = config or CryptoConfig.load()
-        specs = [
-            EndpointSpec(url=e.url, timeout=float(e.timeout_seconds), endpoint_id=e.pk)
-            for e in network.rpc_endpoints.filter(enabled=True).order_by("position", "id")
-        ]
+        specs = endpoint_specs(network)
         if contract is not None and contract.fallback_rpc and all(s.url != contract.fallback_rpc for s in specs):
-            specs.append(EndpointSpec(url=contract.fallback_rpc, timeout=float(config.request_timeout_seconds)))
+            specs.append(fallback_spec(contract.fallback_rpc, config))
         if not specs:
             raise AllEndpointsFailed(f"Network {network.slug} has no enabled RPC endpoint.")
         return cls(
