@@ -62,7 +62,9 @@ def test_notice_is_kept_once_when_its_worker_is_killed_mid_send(holding_ops_webh
 
     with CeleryWorker("notices-a", broker=broker, env=env) as first:
         sender.send_task("billing.tasks.outbox_deliver", args=[delivery.pk])
-        wait_until(lambda: len(received) == 1, timeout=60, what="the held POST", alive=first.alive)
+        wait_until(
+            lambda: len(received) == 1, timeout=180, what="the held POST", alive=first.alive
+        )  # a loaded CI box starts a worker slowly
         first.kill()  # SIGKILL mid-send: its transaction (attempt count, status) dies with it
         first.proc.wait(timeout=10)
 
