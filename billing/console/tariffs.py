@@ -19,6 +19,7 @@ from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import NoReverseMatch, reverse
 from django.utils.dateparse import parse_datetime
+from rest_framework.exceptions import ValidationError as DrfValidationError
 
 from billing import selectors
 from billing.api.serializers import AuditEntrySerializer, PlanSerializer
@@ -306,11 +307,8 @@ def _plan_save(request: HttpRequest, plan: Plan, tab: str) -> HttpResponse:
             try:
                 with acting_user(request.user):
                     serializer.save()
-            except Exception as exc:  # the service's ValidationError, raised as the API's field errors
-                detail = getattr(exc, "detail", None)
-                if detail is None:
-                    raise
-                errors.update({k: [str(m) for m in v] for k, v in dict(detail).items()})
+            except DrfValidationError as exc:  # the catalog service's refusal, as the API's field errors
+                errors.update({k: [str(m) for m in (v if isinstance(v, list) else [v])] for k, v in exc.detail.items()})
             else:
                 return redirect(editor_url(plan, tab) + ("&" if tab != "general" else "?") + "saved=1")
         else:
