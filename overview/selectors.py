@@ -1319,9 +1319,24 @@ def incidents(*, period: Period, limit: int = 100, now: datetime | None = None) 
     now = now or timezone.now()
     items: list[dict] = []
     counts: dict[str, int] = defaultdict(int)
-    day = Trunc("created_at", "day", tzinfo=UTC)
+    _incidents_failed_spikes(items, counts, catalog, period=period, now=now)
+    _incidents_rpc_and_followers(items, counts, catalog, now=now)
+    _incidents_reorgs(items, counts, catalog, period=period)
+    _incidents_open_items(items, counts, catalog, limit=limit)
+    items.sort(key=lambda i: (i["at"], i["id"]), reverse=True)
+    return {
+        "period": period.as_dict(),
+        "counts": {k: counts.get(k, 0) for k in INCIDENT_KINDS},
+        "incidents": items[:limit],
+    }
 
+
+def _incidents_failed_spikes(
+    items: list[dict], counts: dict[str, int], catalog: Catalog, *, period: Period, now: datetime
+) -> None:
+    """Failed-payment spikes in the window."""
     # failed-payment spikes: a UTC day whose failure rate is high, and at least twice the network's usual
+    day = Trunc("created_at", "day", tzinfo=UTC)
     baseline = {
         r["network_id"]: r
         for r in _checkout_payments()
@@ -1370,6 +1385,9 @@ def incidents(*, period: Period, limit: int = 100, now: datetime | None = None) 
             )
         )
 
+
+def _incidents_rpc_and_followers(items: list[dict], counts: dict[str, int], catalog: Catalog, *, now: datetime) -> None:
+    """RPC endpoints degraded now and chain followers behind the head."""
     # RPC degradation and followers behind: the state now
     endpoints = defaultdict(list)
     for endpoint in billing.rpc_endpoints_health():
@@ -1423,6 +1441,9 @@ def incidents(*, period: Period, limit: int = 100, now: datetime | None = None) 
                 )
             )
 
+
+def _incidents_reorgs(items: list[dict], counts: dict[str, int], catalog: Catalog, *, period: Period) -> None:
+    """Reorgs in the window, one incident per network and fork."""
     # reorgs in the window: ledger rows the follower (or a check) sent to review because a log vanished
     reorgs = defaultdict(lambda: {"n": 0, "at": None, "reason": ""})
     for change in (
@@ -1456,6 +1477,9 @@ def incidents(*, period: Period, limit: int = 100, now: datetime | None = None) 
             )
         )
 
+
+def _incidents_open_items(items: list[dict], counts: dict[str, int], catalog: Catalog, *, limit: int) -> None:
+    """Open items whatever their age: payments in review, unmatched transfers, dead letters."""
     # open items: payments in review, unmatched transfers, dead letters
     for status, kind, what in (
         (TX.NEEDS_REVIEW, "needs_review", "Payment needs review"),
@@ -1504,12 +1528,6 @@ def incidents(*, period: Period, limit: int = 100, now: datetime | None = None) 
                 admin_url=f"/admin/billing/outboxdelivery/{delivery.pk}/change/",
             )
         )
-    items.sort(key=lambda i: (i["at"], i["id"]), reverse=True)
-    return {
-        "period": period.as_dict(),
-        "counts": {k: counts.get(k, 0) for k in INCIDENT_KINDS},
-        "incidents": items[:limit],
-    }
 
 
 INCIDENT_KINDS = (
