@@ -67,7 +67,7 @@ benchdeps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 
 bench: deps benchdeps
-	$(PY) bench/run_all.py
+	$(PY) bench/run_all.py --update-docs
 
 clean-data:
 	rm -rf .data

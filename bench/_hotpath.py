@@ -524,3 +524,15 @@ def ratio_line(label: str, project: Result, baseline: Result) -> str:
 
 def dumps(value) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
+
+
+def report(bench: str, project: Result, baseline: Result) -> None:
+    """The run's headline figures for make bench's table (bench/_report.py): throughput, p95, p99."""
+    from _report import result
+
+    result(bench, f"{project.label}: throughput", project.rps, unit="req/s", baseline=baseline.rps,
+           baseline_label=baseline.label, better="higher")  # fmt: skip
+    result(bench, f"{project.label}: p95", project.p95, unit="ms", baseline=baseline.p95, baseline_label=baseline.label)
+    result(bench, f"{project.label}: p99", project.p99, unit="ms", baseline=baseline.p99, baseline_label=baseline.label)
+    result(bench, f"{project.label}: CPU per request", project.cpu_ms, unit="ms", baseline=baseline.cpu_ms,
+           baseline_label=baseline.label)  # fmt: skip

@@ -82,6 +82,7 @@ def main() -> int:
         print(hp.row(project_result))
         print(hp.row(baseline))
         print(hp.ratio_line(project_result.label, project_result, baseline))
+        hp.report("checkout", project_result, baseline)
         failed += project_result.errors + baseline.errors
     print(
         f"ledger rows: {PaymentTransaction.objects.count()}, idempotency rows: {IdempotencyKey.objects.count()} "

@@ -199,6 +199,19 @@ def main() -> int:
             f"{name:12} {p50:8.1f} {high:8.1f} {statistics.median(r['cpus']):7.1f} {r['sql']:5.0f} {b50:9.1f} "
             f"{b95:9.1f} {p50 / b50:9.2f} {high / b95:9.2f}  {verdict}"
         )
+        if name == "dashboard":
+            from _report import result
+
+            result(
+                "overview",
+                f"dashboard p95 at {payments:,} payments",
+                high,
+                unit="ms",
+                baseline=b95,
+                baseline_label="hand-written SQL p95",
+                target=f"<= {TARGET_P95_MS} ms and <= {TARGET_RATIO:.0f}x baseline",
+                met=high <= TARGET_P95_MS and high <= TARGET_RATIO * b95,
+            )
     pooled.sort()
     print(f"baseline over all runs: p50 {statistics.median(pooled):.1f} ms  p95 {p95(pooled):.1f} ms")
     load_after = os.getloadavg()

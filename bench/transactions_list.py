@@ -87,6 +87,10 @@ def main() -> int:
         p95 = timings[max(0, int(len(timings) * 0.95) - 1)]
         verdict = "PASS" if p95 <= BUDGET_MS else "OVER"
         print(f"{name:40} {statistics.median(timings):10.1f} {p95:8.1f}  {verdict}")
+        from _report import result
+
+        result("transactions_list", f"{name} p95 at {rows:,} rows", p95, unit="ms", target=f"<= {BUDGET_MS} ms",
+               met=p95 <= BUDGET_MS)  # fmt: skip
     return 0
 
 

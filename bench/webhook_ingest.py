@@ -177,6 +177,7 @@ def main() -> int:
         print(hp.row(project))
         print(hp.row(baseline))
         print(hp.ratio_line(project.label, project, baseline))
+        hp.report("webhook_ingest", project, baseline)
         print(f"  stored {stored} new deliveries of {project.requests} answered (the rest: repeats, 200 duplicate)")
         failed += project.errors + baseline.errors
     for mode, (project, baseline, _) in runs.items():
