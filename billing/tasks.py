@@ -52,20 +52,22 @@ def inbound_events_claim() -> dict:
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def outbox_deliver(delivery_id: int) -> None:
+def outbox_deliver(delivery_id: int, claim: str | None = None) -> None:
     from billing.services.outbox import outbox_delivery_attempt
 
-    outbox_delivery_attempt(delivery_id=delivery_id)
+    outbox_delivery_attempt(delivery_id=delivery_id, claim=claim)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def outbox_sweep() -> int:
-    from billing.services.outbox import outbox_due_ids
+    """Beat: claim due deliveries (SKIP LOCKED, next_attempt_at moved forward in the same transaction) and
+    send one message per claimed row, carrying its claim."""
+    from billing.services.outbox import outbox_claim_due
 
-    ids = outbox_due_ids()
-    for pk in ids:
-        outbox_deliver.delay(pk)
-    return len(ids)
+    claimed = outbox_claim_due()
+    for pk, claim in claimed:
+        outbox_deliver.delay(pk, claim.isoformat())
+    return len(claimed)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import requests
 import structlog
@@ -110,8 +110,16 @@ def _deliver(delivery: OutboxDelivery) -> int | None:
     return response.status_code
 
 
-def outbox_delivery_attempt(*, delivery_id: int, force: bool = False) -> OutboxDelivery | None:
-    """Attempt one delivery if it is due. Safe to call twice at once: the row lock is skip_locked."""
+def outbox_delivery_attempt(
+    *, delivery_id: int, force: bool = False, claim: datetime | str | None = None
+) -> OutboxDelivery | None:
+    """Attempt one delivery if it is due. Safe to call twice at once: the row lock is skip_locked.
+
+    Honours `next_attempt_at`: without `claim` only a due row is attempted (the message sent at emit time);
+    with the `claim` a sweep wrote (outbox_claim_due), only while that claim is still the row's, so a stale or
+    duplicate message is a no-op. `force` (tests, operator tools) ignores both."""
+    if isinstance(claim, str):
+        claim = datetime.fromisoformat(claim)
     with transaction.atomic():
         delivery = (
             # of=self: locking the joined event row too would make a concurrent attempt of the same event's
@@ -124,8 +132,11 @@ def outbox_delivery_attempt(*, delivery_id: int, force: bool = False) -> OutboxD
         if delivery is None:
             return None
         now = timezone.now()
-        if not force and delivery.next_attempt_at and delivery.next_attempt_at > now:
-            return delivery
+        if not force:
+            if claim is not None and delivery.next_attempt_at != claim:
+                return delivery  # re-claimed or attempted since this message was sent
+            if claim is None and delivery.next_attempt_at and delivery.next_attempt_at > now:
+                return delivery  # backing off, or claimed by a sweep whose message will attempt it
         started = time.monotonic()
         status_code = None
         error = ""
@@ -197,12 +208,40 @@ def _dead_letter_notice(delivery: OutboxDelivery, error: str) -> None:
     )
 
 
+# A sweep's claim keeps a delivery from being claimed again for this long (longer than an attempt can take).
+CLAIM_LEASE = timedelta(minutes=5)
+# A new delivery's own message (sent when its event commits) gets this head start before a sweep claims it,
+# so a healthy system queues one message per delivery.
+SWEEP_GRACE = timedelta(seconds=30)
+
+
 def outbox_due_ids(*, limit: int = 500) -> list[int]:
+    """Due deliveries (a read; the sweep claims them with outbox_claim_due)."""
     return list(
         OutboxDelivery.objects.filter(status=OutboxDelivery.Status.PENDING, next_attempt_at__lte=timezone.now())
         .order_by("next_attempt_at")
         .values_list("pk", flat=True)[:limit]
     )
+
+
+def outbox_claim_due(
+    *, limit: int = 500, lease: timedelta = CLAIM_LEASE, grace: timedelta = SWEEP_GRACE
+) -> list[tuple[int, datetime]]:
+    """Claim due deliveries for one sweep: locked with SKIP LOCKED (a concurrent sweep, or a running attempt,
+    keeps its rows) and made not-due until the lease ends, in the same transaction. -> [(id, claim)]: the
+    sweep sends one message per row carrying its claim, and only that message can attempt it."""
+    now = timezone.now()
+    claim = now + lease
+    with transaction.atomic():
+        due = (
+            OutboxDelivery.objects.select_for_update(skip_locked=True)
+            .filter(status=OutboxDelivery.Status.PENDING, next_attempt_at__lte=now - grace)
+            .order_by("next_attempt_at")
+        )
+        ids = list(due.values_list("pk", flat=True)[:limit])
+        if ids:
+            OutboxDelivery.objects.filter(pk__in=ids).update(next_attempt_at=claim)
+    return [(pk, claim) for pk in ids]
 
 
 @transaction.atomic
