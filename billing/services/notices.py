@@ -19,22 +19,34 @@ __all__ = ["TOPIC", "ops_notice", "rpc_endpoint_down_notice", "rpc_failover_noti
 log = structlog.get_logger(__name__)
 
 
+# Keys raised by this process: a sweep failing every few seconds writes one outbox row an hour, not one a tick
+# (the notifications app would keep one anyway; this keeps the outbox small during an outage).
+_SWEEP_NOTICED: set[str] = set()
+
+
 def sweep_error_notice(*, sweep: str, subject: str, error: str) -> None:
     """A beat sweep failed on `subject` (a row id, a contract slug): ops hear at most once an hour per sweep
     and subject (the key's hour bucket), however often the sweep runs into it. Best effort: a failure to
     record the notice is logged, never raised into the sweep."""
     error = mask_url(error)[:500]
+    key = f"sweep_error:{sweep}:{subject}:{timezone.now():%Y%m%d%H}"
+    if key in _SWEEP_NOTICED:  # this process raised it this hour: no outbox row per failing tick
+        return
     try:
         with transaction.atomic():
             ops_notice(
                 kind="sweep_error",
-                key=f"sweep_error:{sweep}:{subject}:{timezone.now():%Y%m%d%H}",
+                key=key,
                 title=f"Sweep {sweep} failed on {subject}",
                 body=error,
                 data={"sweep": sweep, "subject": subject},
             )
     except Exception as exc:  # noqa: BLE001 (the sweep goes on; the next failure tries again)
         log.warning("notice.sweep_error_failed", sweep=sweep, error=type(exc).__name__)
+        return
+    if len(_SWEEP_NOTICED) > 10_000:
+        _SWEEP_NOTICED.clear()
+    _SWEEP_NOTICED.add(key)
 
 
 # --- RPC health: the chain client calls these through hooks (billing.chain.rpc never imports services);

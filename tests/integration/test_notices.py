@@ -245,12 +245,17 @@ def test_a_call_served_by_the_second_endpoint_raises_one_failover_notice(anvil):
 
 
 def test_a_failing_sweep_raises_one_sweep_error_notice():
+    from billing.services import notices
     from billing.tasks import operator_txs_sweep
 
     network = _network_with(["http://127.0.0.1:9/"], chain_id=31337)
     row = f.OperatorTransactionFactory(network=network)
+    notices._SWEEP_NOTICED.clear()
     assert operator_txs_sweep() == 1
-    assert operator_txs_sweep() == 1  # the next beat tick fails the same way
+    assert operator_txs_sweep() == 1  # the next beat tick fails the same way: no second outbox row
+    assert m.OutboxEvent.objects.filter(payload__kind="sweep_error").count() == 1
+    notices._SWEEP_NOTICED.clear()  # another worker process (its own memory) fails on it too
+    assert operator_txs_sweep() == 1
     deliver_twice()
     note = Notification.objects.get(audience="ops", kind="sweep_error")
     assert note.data["sweep"] == "operator_txs_sweep" and note.data["subject"] == f"operator_tx:{row.pk}"
