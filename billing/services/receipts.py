@@ -13,6 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing.chain.confirmation import applicable_block
+from billing.chain.reverts import revert_reason
 from billing.dispatch import enqueue_on_commit
 from billing.models import PaymentTransaction, TransactionStatusChange, TxStatus
 from billing.services.chain_sync import observed_from_raw
@@ -85,7 +86,6 @@ def transaction_submit(*, tx: PaymentTransaction, tx_hash: str, actor: str) -> P
 def transaction_check_receipt(*, transaction_id: int, client=None) -> str:
     """Returns waiting | confirmed | failed | duplicate | skipped."""
     from billing.chain.rpc import ChainClient, RpcError
-    from billing.services.webhooks import revert_reason
 
     tx = PaymentTransaction.objects.select_related("contract__network").filter(pk=transaction_id).first()
     if tx is None or not tx.tx_hash or tx.status not in (TxStatus.SUBMITTED, TxStatus.FAILED):
