@@ -290,10 +290,22 @@ def test_follower_is_on_the_fallback_within_5_seconds_of_a_hung_primary(node):
         head = node.block_number()
         contract = PaymentContractFactory(network=network, fallback_rpc=node.url, deployment_block=head - 2)
 
+        from billing import metrics
+
+        def failovers() -> float:  # what /metrics shows as billing_rpc_failovers_total for this network
+            return sum(
+                s.value
+                for family in metrics.RPC_FAILOVERS.collect()
+                for s in family.samples
+                if s.name.endswith("_total") and s.labels.get("network") == network.slug
+            )
+
+        before = failovers()
         started = time.monotonic()
         result = contract_sync(contract_id=contract.pk)
         elapsed = time.monotonic() - started
         assert result.to_block is not None and result.to_block >= head  # synced, by the fallback
+        assert failovers() > before  # the metrics show the failover (issue 14)
         assert elapsed < 5, f"{elapsed:.1f}s"
         assert len(hung.accepted) == 1  # one connection, one timeout, then straight to the fallback
         primary.refresh_from_db()
