@@ -12,7 +12,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from billing.models import PaymentTransaction
-from billing.services.checkout import checkout_create
+from billing.services.checkout import checkout_prepare, checkout_write
 from billing.services.idempotency import idempotent_run, request_fingerprint
 from billing.services.receipts import transaction_submit
 from billing_project.api_errors import ApiError, error_body, service_error_response
@@ -101,6 +101,17 @@ class CheckoutSerializer(serializers.ModelSerializer):
         return obj.checkout_payload
 
 
+class NewCheckoutSerializer(CheckoutSerializer):
+    """CheckoutSerializer of a checkout not written yet (rendered to be stored with it): the same fields, its
+    history from the context (a related manager needs a saved row)."""
+
+    status_history = serializers.SerializerMethodField()
+
+    @extend_schema_field(StatusChangeSerializer(many=True))
+    def get_status_history(self, obj) -> list:
+        return StatusChangeSerializer(self.context["history"], many=True).data
+
+
 def _load(user, public_id) -> PaymentTransaction:
     tx = (
         PaymentTransaction.objects.select_related("plan", "network", "contract", "token")
@@ -177,14 +188,15 @@ class CheckoutCreateView(APIView):
             response["Idempotent-Replayed"] = "true"
         return response
 
-    def _checkout(self, request, body) -> tuple[int, dict, int | None]:
+    def _checkout(self, request, body):
+        """(status, body, write): the answer, and what writes the checkout (None for a refusal)."""
         serializer = CheckoutRequestSerializer(data=body)
         if not serializer.is_valid():
             fields = {k: [str(e) for e in v] for k, v in serializer.errors.items()}
             return 400, error_body("validation_error", "The request is not valid.", fields), None
         data = serializer.validated_data
         try:
-            tx = checkout_create(
+            prepared = checkout_prepare(
                 user=request.user,
                 plan_slug=data["plan"],
                 payer_address=data["wallet"],
@@ -195,8 +207,9 @@ class CheckoutCreateView(APIView):
         except ServiceError as exc:  # the idempotency record stores the same answer the handler would give
             status_code, body = service_error_response(exc)
             return status_code, body, None
-        # The row comes back with its plan, network, contract, token and history attached: no reload.
-        return 201, CheckoutSerializer(tx).data, tx.pk
+        # Rendered from the rows in memory before they are written (with the idempotency key's row, one statement).
+        answer = NewCheckoutSerializer(prepared.tx, context={"history": [prepared.history]}).data
+        return 201, answer, lambda **key_row: checkout_write(prepared, **key_row)
 
 
 class CheckoutDetailView(APIView):

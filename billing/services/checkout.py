@@ -7,8 +7,8 @@ fallback order) comes from a per-process cache (`BILLING_CHECKOUT_CATALOG_CACHE_
 the networks' RPC health from another (`BILLING_CHECKOUT_HEALTH_CACHE_SECONDS`, 2 s); both are dropped at once
 in the process that saves a catalog row (signals, billing/apps.py), so an operator's change shows at the next
 checkout there and within seconds everywhere else. No RPC call: health is what the RPC client and the probes
-recorded. The ledger row is inserted with its payload in one statement and without an audit-log row (its
-status history, written beside it, records who created it and why)."""
+recorded. The ledger row (with its payload), its history row and the idempotency key's row are written by ONE
+statement (`checkout_write`), without an audit-log row (the history row records who created it and why)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from decimal import Decimal
 
 import structlog
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 from eth_utils import is_address, is_checksum_address, to_checksum_address
 
@@ -172,7 +171,7 @@ def payload_to_json(payload: CheckoutPayload) -> dict:
     return data
 
 
-def checkout_create(
+def checkout_prepare(
     *,
     user,
     plan_slug: str,
@@ -181,10 +180,11 @@ def checkout_create(
     token_symbol: str | None = None,
     periods: int = 1,
     now: datetime | None = None,
-) -> PaymentTransaction:
-    """Sign and write one checkout: two INSERTs (the ledger row with its payload, its first history row).
+) -> PreparedCheckout:
+    """Validate, choose the network, sign: everything of a checkout but the write (`checkout_write`).
 
-    The returned row carries its plan, network, contract, token and history, so rendering it costs no query."""
+    The returned rows are complete in memory (times included) and the ledger row carries its plan, network,
+    contract and token, so the answer can be rendered before the write and stored with it, at no query."""
     from billing.chain.quote import new_order_id
 
     now = now or timezone.now()
@@ -269,31 +269,74 @@ def checkout_create(
         checkout_payload=data,
     )
     history = TransactionStatusChange(from_status="", to_status=tx.status, actor=f"user:{user.pk}", reason="checkout")
-    # Both rows or neither; inside the caller's transaction (idempotency) without a savepoint. Everything that
-    # can refuse the request (CheckoutError) happened above, so nothing here leaves that transaction broken.
-    with transaction.atomic(savepoint=False):
-        # bulk_create: one INSERT ... RETURNING, without the audit-log row a save() would add (the history row
-        # is the record of who created it).
-        PaymentTransaction.objects.bulk_create([tx])
-        history.transaction = tx
-        history.save(force_insert=True)
+    sql, params = _insert_sql(tx)  # sets created_at/updated_at as the INSERT will write them
+    history.created_at = tx.created_at
+    return PreparedCheckout(tx=tx, history=history, insert_sql=sql, insert_params=params)
+
+
+@dataclass
+class PreparedCheckout:
+    tx: PaymentTransaction
+    history: TransactionStatusChange
+    insert_sql: str
+    insert_params: list
+
+
+def _insert_sql(obj) -> tuple[str, list]:
+    """Django's own INSERT of one row (as bulk_create writes it: no primary key, auto_now fields set now)."""
+    from django.db import connection
+    from django.db.models import AutoField
+    from django.db.models.sql import InsertQuery
+
+    fields = [f for f in obj._meta.local_concrete_fields if not isinstance(f, AutoField)]
+    query = InsertQuery(type(obj))
+    query.insert_values(fields, [obj])
+    ((sql, params),) = query.get_compiler(connection=connection).as_sql()
+    return sql, list(params)
+
+
+_HISTORY_SQL = (
+    'INSERT INTO "billing_transactionstatuschange" '
+    "(transaction_id, from_status, to_status, actor, reason, details, created_at) "
+    "SELECT id, %s, %s, %s, %s, '{}'::jsonb, %s FROM tx RETURNING id"
+)
+
+
+def checkout_write(
+    prepared: PreparedCheckout, *, also_sql: str = "", also_params=(), tail: str = "", tail_params=()
+) -> int:
+    """Write a prepared checkout in ONE statement (autocommit: its own transaction): the ledger row with its
+    payload, its first history row and, from the caller, more rows that reference it (`also_sql`: a CTE body
+    reading `tx.id`, e.g. the idempotency key's row) and extra result columns (`tail`, e.g. releasing the key's
+    lock). All or nothing: a failing part (a unique violation) fails the statement. No audit-log row: the history
+    row records who created the checkout and why. Returns the ledger row's id."""
+    from django.db import connection
+
+    tx, history = prepared.tx, prepared.history
+    sql = f"WITH tx AS ({prepared.insert_sql} RETURNING id), h AS ({_HISTORY_SQL})"
+    params = [*prepared.insert_params, history.from_status, history.to_status, history.actor, history.reason]
+    params.append(history.created_at)
+    if also_sql:
+        sql += f", k AS ({also_sql})"
+        params += list(also_params)
+    # The SQL text is constants of this code base; every value is a parameter.
+    sql += f" SELECT tx.id, h.id{', ' + tail if tail else ''} FROM tx, h"  # noqa: S608
+    params += list(tail_params)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        tx_id, history_id = cursor.fetchone()[:2]
+    tx.pk, history.pk = tx_id, history_id
+    history.transaction = tx
+    tx._state.adding = history._state.adding = False
+    tx._state.db = history._state.db = connection.alias
     transaction_count_on_commit(tx, tx.status, confirmed=False)  # billing_transactions_total{status="pending"}
-    _attach_history(tx, [history])
     log.info(
         "checkout.created",
         transaction_id=tx.pk,
-        user_id=user.pk,
-        contract_slug=option.contract.slug,
-        plan=plan.slug,
-        network=option.network.slug,
-        token=option.token.symbol,
+        user_id=tx.user_id,
+        contract_slug=tx.contract.slug,
+        plan=tx.plan.slug,
+        network=tx.network.slug,
+        token=tx.token.symbol,
     )
-    return tx
-
-
-def _attach_history(tx: PaymentTransaction, rows: list[TransactionStatusChange]) -> None:
-    """What prefetch_related("status_history") would leave on the row, from the rows just written."""
-    queryset = TransactionStatusChange.objects.filter(transaction=tx)
-    queryset._result_cache = rows
-    queryset._prefetch_done = True
-    tx._prefetched_objects_cache = {"status_history": queryset}
+    return tx_id

@@ -1,20 +1,20 @@
-"""Idempotency keys (docs/reference/api/contract.md, "Checkout idempotency"): one row per (user, scope, key)
-with the request fingerprint and the first response, kept at least 72 hours. The row is written in the same
-transaction as the work's rows (a checkout's ledger row), so both exist or neither; a concurrent request with
-the same key finds the key's advisory lock taken and gets 409 instead of doing the work twice. (Rows
-`in_progress` were written by the previous scheme, which committed the key before the work; they are still
-answered 409.)"""
+"""Idempotency keys (api.md): one row per (user, scope, key) with the request fingerprint and the first
+response, kept at least 72 hours. The row is written by the same statement as the work's rows (a checkout's
+ledger row), so both exist or neither; while the work runs, the key's advisory lock (session-level, released by
+that statement) tells a concurrent request with the same key to answer 409 instead of doing the work twice.
+(Rows `in_progress` were written by the previous scheme, which committed the key before the work; they are
+still answered 409.)"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import structlog
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import F
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from billing.models import IdempotencyKey
@@ -38,28 +38,29 @@ class IdempotentOutcome:
     refusal: str = ""  # "in_progress" | "mismatch" when the key refuses the request
 
 
-class _KeyTaken(Exception):
-    """The key's row appeared (committed by a racing request) after we looked: start over, it is a replay."""
-
-
-class _Rollback(Exception):
-    def __init__(self, outcome: IdempotentOutcome):
-        self.outcome = outcome
-
-
 _FIND_SQL = """
-SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0)), k.id, k.fingerprint, k.state, k.response_status,
+SELECT pg_try_advisory_lock(hashtextextended(%s, 0)), k.id, k.fingerprint, k.state, k.response_status,
        k.response_body, k.transaction_id, k.expires_at
 FROM (SELECT 1) AS one
 LEFT JOIN billing_idempotencykey k ON k.user_id = %s AND k.scope = %s AND k.key = %s
 """
-_INSERT_SQL = """
+_UNLOCK = "pg_advisory_unlock(hashtextextended(%s, 0))"
+_REPLAY_SQL = "UPDATE billing_idempotencykey SET replay_count = replay_count + 1 WHERE id = %s"
+_REPLAY_UNLOCK_SQL = _REPLAY_SQL + " RETURNING " + _UNLOCK
+# The key's row, as a CTE of the work's own INSERT (`tx` is the row the work writes) or alone.
+_KEY_FROM_TX_SQL = """
 INSERT INTO billing_idempotencykey
     (user_id, key, scope, fingerprint, state, response_status, response_body, transaction_id, replay_count,
      created_at, expires_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s, 0, %s, %s)
-ON CONFLICT (user_id, scope, key) DO NOTHING
+SELECT %s, %s, %s, %s, %s, %s, %s::jsonb, tx.id, 0, %s, %s FROM tx
 RETURNING id
+"""
+_KEY_ALONE_SQL = """
+INSERT INTO billing_idempotencykey
+    (user_id, key, scope, fingerprint, state, response_status, response_body, transaction_id, replay_count,
+     created_at, expires_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, NULL, 0, %s, %s)
+RETURNING id, pg_advisory_unlock(hashtextextended(%s, 0))
 """
 
 
@@ -81,74 +82,73 @@ def idempotent_run(
     scope: str = "checkout",
     retryable_codes: frozenset[str] = frozenset(),
 ) -> IdempotentOutcome:
-    """Run `work()` -> (status, body, transaction_id) at most once per (user, scope, key), in ONE transaction
-    with the key's row: the work's rows and the key's first answer commit together or not at all.
+    """Run `work()` at most once per (user, scope, key). `work()` returns (status, body, write): `write` is None
+    when the answer wrote nothing (a refusal), else a callable that writes the work's rows in one statement and
+    takes the key's row as a CTE (`write(also_sql=, also_params=, tail=, tail_params=)` -> row id, see
+    billing.services.checkout.checkout_write): the work's rows and the key's first answer commit together or not
+    at all, in one round trip.
 
-    With a key: one statement takes a transaction-scoped advisory lock on the key and reads its row. Lock
-    held by another request: that request is still running, 409 in_progress (unless its answer is already
-    committed: then this is a replay). A row: replay its answer (200/201/4xx as first sent), 409 mismatch
-    for another body, or forget it when expired. No row: run the work, then INSERT the row
-    (ON CONFLICT DO NOTHING); if a racing request committed the key meanwhile, this transaction rolls back
-    and the request replays that answer. A 5xx answer, a refusal whose code is in `retryable_codes`, or an
-    exception rolls everything back and the key is not kept, so the client's retry runs again."""
+    With a key: one statement takes the key's advisory lock (session-level, released by the write itself) and
+    reads its row. Lock held by another request: that request is still running, 409 in_progress (unless its
+    answer is already stored: then this is a replay). A row: replay its answer (200/201/4xx as first sent), 409
+    mismatch for another body, or forget it when expired. No row: run the work, then write. A 5xx answer or a
+    refusal whose code is in `retryable_codes` writes nothing and keeps no key, so the client's retry runs
+    again."""
     if not key:
-        try:
-            with transaction.atomic():
-                status, body, tx_id = work()
-                if status >= 500:
-                    raise _Rollback(IdempotentOutcome(status, body, None))
-            return IdempotentOutcome(status, body, tx_id)
-        except _Rollback as stop:
-            return stop.outcome
+        status, body, write = work()
+        tx_id = write() if write is not None and status < 500 else None
+        return IdempotentOutcome(status, body, tx_id)
     lock_name = f"idempotency:{user.pk}:{scope}:{key}"
     for _ in range(2):
+        locked = False
         try:
-            with transaction.atomic():
-                with connection.cursor() as cursor:
-                    cursor.execute(_FIND_SQL, [lock_name, user.pk, scope, key])
-                    locked, pk, stored_fp, state, status, body, tx_id, expires_at = cursor.fetchone()
-                now = timezone.now()
-                if pk is not None and expires_at <= now:
-                    if not locked:  # another request is replacing the expired row right now
-                        return IdempotentOutcome(409, None, refusal="in_progress")
-                    IdempotencyKey.objects.filter(pk=pk).delete()  # expired: the key may be used afresh
-                    pk = None
-                if pk is not None:
-                    if stored_fp != fingerprint:
-                        return IdempotentOutcome(409, None, refusal="mismatch")
-                    if state == IdempotencyKey.State.IN_PROGRESS:
-                        return IdempotentOutcome(409, None, refusal="in_progress")
-                    IdempotencyKey.objects.filter(pk=pk).update(replay_count=F("replay_count") + 1)
-                    log.info("idempotency.replay", user_id=user.pk, scope=scope, transaction_id=tx_id)
-                    if isinstance(body, str):
-                        body = json.loads(body)
-                    return IdempotentOutcome(status, body, tx_id, replayed=True)
-                if not locked:
+            with connection.cursor() as cursor:
+                cursor.execute(_FIND_SQL, [lock_name, user.pk, scope, key])
+                locked, pk, stored_fp, state, status, body, tx_id, expires_at = cursor.fetchone()
+            now = timezone.now()
+            if pk is not None and expires_at <= now:
+                if not locked:  # another request is replacing the expired row right now
                     return IdempotentOutcome(409, None, refusal="in_progress")
-                status, body, tx_id = work()
-                if not _kept(status, body, retryable_codes):
-                    raise _Rollback(IdempotentOutcome(status, body, None))
+                IdempotencyKey.objects.filter(pk=pk).delete()  # expired: the key may be used afresh
+                pk = None
+            if pk is not None:
+                if stored_fp != fingerprint:
+                    return IdempotentOutcome(409, None, refusal="mismatch")
+                if state == IdempotencyKey.State.IN_PROGRESS:
+                    return IdempotentOutcome(409, None, refusal="in_progress")
                 with connection.cursor() as cursor:
-                    cursor.execute(
-                        _INSERT_SQL,
-                        [
-                            user.pk,
-                            key,
-                            scope,
-                            fingerprint,
-                            IdempotencyKey.State.COMPLETED,
-                            status,
-                            json.dumps(body),
-                            tx_id,
-                            now,
-                            now + settings.BILLING_IDEMPOTENCY_TTL,
-                        ],
+                    cursor.execute(_REPLAY_UNLOCK_SQL if locked else _REPLAY_SQL, [pk, lock_name] if locked else [pk])
+                locked = False
+                log.info("idempotency.replay", user_id=user.pk, scope=scope, transaction_id=tx_id)
+                if isinstance(body, str):
+                    body = json.loads(body)
+                return IdempotentOutcome(status, body, tx_id, replayed=True)
+            if not locked:
+                return IdempotentOutcome(409, None, refusal="in_progress")
+            status, body, write = work()
+            if not _kept(status, body, retryable_codes):
+                return IdempotentOutcome(status, body, None)  # the finally releases the lock
+            key_values = [user.pk, key, scope, fingerprint, IdempotencyKey.State.COMPLETED, status, json.dumps(body)]
+            key_values += [now, now + settings.BILLING_IDEMPOTENCY_TTL]
+            # One statement, its own transaction under autocommit; inside a caller's transaction (tests) a
+            # savepoint keeps a unique violation from breaking it.
+            with transaction.atomic() if connection.in_atomic_block else nullcontext():
+                if write is None:
+                    with connection.cursor() as cursor:
+                        cursor.execute(_KEY_ALONE_SQL, [*key_values, lock_name])
+                    tx_id = None
+                else:
+                    tx_id = write(
+                        also_sql=_KEY_FROM_TX_SQL, also_params=key_values, tail=_UNLOCK, tail_params=[lock_name]
                     )
-                    if cursor.fetchone() is None:
-                        raise _KeyTaken()
-                return IdempotentOutcome(status, body, tx_id)
-        except _KeyTaken:
+            locked = False
+            return IdempotentOutcome(status, body, tx_id)
+        except IntegrityError:
+            # The key's row appeared after we looked (a racing request past an expired row): nothing of ours was
+            # written (one statement); look again, it is a replay now.
             continue
-        except _Rollback as stop:
-            return stop.outcome
+        finally:
+            if locked:
+                with connection.cursor() as cursor:
+                    cursor.execute(f"SELECT {_UNLOCK}", [lock_name])
     raise RuntimeError("idempotency key could not be claimed")  # pragma: no cover - needs a racing delete
