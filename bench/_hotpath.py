@@ -143,8 +143,14 @@ def seed_world(*, rpc_url: str) -> World:
         limits={"api_calls": 10000},
         tier=2,
     )
+    from django.utils import timezone
+
+    from profiles.models import Wallet
+
     user = get_user_model().objects.create_user(username="bench-customer", password="x")
     key = ApiToken.objects.create(user=user).key
+    # The payer is one of the customer's SIWE-verified wallets (BILLING_REQUIRE_VERIFIED_PAYER).
+    Wallet.objects.create(user=user, address=PAYER, chain_id=31337, is_primary=True, verified_at=timezone.now())
     # Checkout takes only SIWE-verified payers (BILLING_REQUIRE_VERIFIED_PAYER): the bench pays from a linked one.
     wallets_link_verified_bulk(links=[(user.pk, PAYER, 31337)])
     with _db_cursor() as cursor:  # the bare webhook baseline's table
