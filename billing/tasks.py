@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import structlog
 from celery import shared_task
-from django.db.models import Q
-from django.utils import timezone
 
 from billing.metrics import sweep_error
 
@@ -71,26 +69,22 @@ def outbox_sweep() -> int:
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def transaction_track_receipt(transaction_id: int) -> str:
+def transaction_track_receipt(transaction_id: int, claim: str | None = None) -> str:
     from billing.services.receipts import transaction_check_receipt
 
-    return transaction_check_receipt(transaction_id=transaction_id)
+    return transaction_check_receipt(transaction_id=transaction_id, claim=claim, force=False)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def receipts_sweep() -> int:
-    """Submitted transactions whose receipt is not known yet, and failed ones that may still land."""
-    from billing.models import PaymentTransaction, TxStatus
+    """Reported hashes whose receipt is not final yet (submitted, or failed ones that may still land), due for
+    a check: claimed (SKIP LOCKED, next check moved forward in the same transaction), one message each."""
+    from billing.services.receipts import receipts_claim_due
 
-    ids = list(
-        PaymentTransaction.objects.filter(
-            Q(status=TxStatus.SUBMITTED) | Q(status=TxStatus.FAILED, expires_at__gt=timezone.now()),
-            tx_hash__isnull=False,
-        ).values_list("pk", flat=True)[:500]
-    )
-    for pk in ids:
-        transaction_track_receipt.delay(pk)
-    return len(ids)
+    claimed = receipts_claim_due()
+    for pk, claim in claimed:
+        transaction_track_receipt.delay(pk, claim.isoformat())
+    return len(claimed)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)

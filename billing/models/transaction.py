@@ -94,6 +94,10 @@ class PaymentTransaction(models.Model):
     failure_reason = models.CharField(max_length=500, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     submitted_at = models.DateTimeField(null=True, blank=True)
+    # Receipt tracking of a reported hash: when it may be checked again (backoff, or a sweep's claim; null:
+    # due) and how many checks found nothing final yet.
+    receipt_next_check_at = models.DateTimeField(null=True, blank=True)
+    receipt_checks = models.PositiveIntegerField(default=0)
     confirmed_at = models.DateTimeField(null=True, blank=True)
     refunded_at = models.DateTimeField(null=True, blank=True)
     refund_tx_hash = models.CharField(max_length=66, blank=True)

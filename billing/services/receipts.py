@@ -5,17 +5,19 @@ waiting for the webhook or the follower."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from billing.chain.confirmation import applicable_block
 from billing.chain.reverts import revert_reason
 from billing.dispatch import enqueue_on_commit
 from billing.models import PaymentTransaction, TransactionStatusChange, TxStatus
+from billing.retry import backoff_seconds
 from billing.services.chain_sync import observed_from_raw
 from billing.services.ledger import transaction_lock, transaction_set_status
 from billing.services.payments import GasFacts, payment_mark_failed, payment_observe_paid
@@ -76,15 +78,82 @@ def transaction_submit(*, tx: PaymentTransaction, tx_hash: str, actor: str) -> P
             fields={"tx_hash": tx_hash, "failure_reason": ""},
             details={"tx_hash": tx_hash},
         )
-        enqueue_on_commit("billing.tasks.transaction_track_receipt", (locked.pk,), countdown=2)
+        # The new hash is checked by this message (its claim); a sweep takes it only if the message is lost.
+        claim = timezone.now() + RECEIPT_CLAIM_LEASE
+        PaymentTransaction.objects.filter(pk=locked.pk).update(receipt_next_check_at=claim, receipt_checks=0)
+        enqueue_on_commit("billing.tasks.transaction_track_receipt", (locked.pk, claim.isoformat()), countdown=2)
         return locked
     raise SubmitError(
         "invalid_state", f"The transaction is {locked.status}; a hash can no longer be reported.", status=409
     )
 
 
-def transaction_check_receipt(*, transaction_id: int, client=None) -> str:
-    """Returns waiting | confirmed | failed | duplicate | skipped."""
+RECEIPT_CLAIM_LEASE = timedelta(minutes=2)  # longer than one check can take (a few RPC calls with deadlines)
+RECEIPT_BACKOFF_BASE_SECONDS = 4.0
+RECEIPT_BACKOFF_MAX_SECONDS = 120.0
+
+
+def _receipt_rows(now):
+    return PaymentTransaction.objects.filter(
+        Q(status=TxStatus.SUBMITTED) | Q(status=TxStatus.FAILED, expires_at__gt=now), tx_hash__isnull=False
+    ).filter(Q(receipt_next_check_at__isnull=True) | Q(receipt_next_check_at__lte=now))
+
+
+def receipts_claim_due(*, limit: int = 500, lease: timedelta = RECEIPT_CLAIM_LEASE) -> list[tuple[int, datetime]]:
+    """Claim reported hashes due for a receipt check: locked with SKIP LOCKED and made not-due until the lease
+    ends, in the same transaction. -> [(id, claim)]: one message per row, carrying its claim."""
+    now = timezone.now()
+    claim = now + lease
+    with transaction.atomic():
+        due = _receipt_rows(now).select_for_update(skip_locked=True, of=("self",)).order_by("receipt_next_check_at")
+        ids = list(due.values_list("pk", flat=True)[:limit])
+        if ids:
+            PaymentTransaction.objects.filter(pk__in=ids).update(receipt_next_check_at=claim)
+    return [(pk, claim) for pk in ids]
+
+
+def _take(transaction_id: int, claim: datetime | None) -> bool:
+    """Start one check: with a claim, only while it is still the row's; without, only when due. Either way the
+    row's next check moves a lease ahead in the same UPDATE, so a second message gets nothing until this
+    check has recorded its outcome (no two checks of one row at once)."""
+    now = timezone.now()
+    rows = PaymentTransaction.objects.filter(pk=transaction_id)
+    if claim is not None:
+        rows = rows.filter(receipt_next_check_at=claim)
+    else:
+        rows = rows.filter(Q(receipt_next_check_at__isnull=True) | Q(receipt_next_check_at__lte=now))
+    return bool(rows.update(receipt_next_check_at=now + RECEIPT_CLAIM_LEASE))
+
+
+def _check_again_later(tx: PaymentTransaction) -> None:
+    checks = tx.receipt_checks + 1
+    delay = backoff_seconds(checks, base=RECEIPT_BACKOFF_BASE_SECONDS, cap=RECEIPT_BACKOFF_MAX_SECONDS)
+    PaymentTransaction.objects.filter(pk=tx.pk).update(
+        receipt_checks=checks, receipt_next_check_at=timezone.now() + timedelta(seconds=delay)
+    )
+
+
+def transaction_check_receipt(
+    *, transaction_id: int, client=None, claim: datetime | str | None = None, force: bool = True
+) -> str:
+    """Returns waiting | confirmed | failed | duplicate | skipped.
+
+    Messages pass `force=False` and their `claim` (billing.tasks.transaction_track_receipt): a check runs only
+    while the claim is the row's (or, without one, when the row is due), and a "waiting" outcome schedules the
+    next check with billing.retry.backoff_seconds. Direct calls (tests, operator tools) check at once."""
+    if isinstance(claim, str):
+        claim = datetime.fromisoformat(claim)
+    if not force and not _take(transaction_id, claim):
+        return "skipped"
+    outcome = _check_receipt(transaction_id=transaction_id, client=client)
+    if outcome == "waiting":
+        tx = PaymentTransaction.objects.filter(pk=transaction_id).only("pk", "receipt_checks").first()
+        if tx is not None:
+            _check_again_later(tx)
+    return outcome
+
+
+def _check_receipt(*, transaction_id: int, client=None) -> str:
     from billing.chain.rpc import ChainClient, RpcError
 
     tx = PaymentTransaction.objects.select_related("contract__network").filter(pk=transaction_id).first()
