@@ -16,7 +16,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from billing.retry import backoff_seconds
+from billing.retry import retry_at
 from billing_project.logging import error_text
 from notifications.models import Notification
 
@@ -86,17 +86,15 @@ def notification_deliver(*, notification_id: int, force: bool = False, claim: da
         except Exception as exc:  # any failure is a retry, recorded with its reason
             # The ops webhook URL's path is a token (Slack and the like); requests puts it in its errors.
             notification.last_error = error_text(exc)
-            if notification.attempts >= settings.NOTIFICATIONS_MAX_ATTEMPTS:
+            notification.next_attempt_at = retry_at(
+                attempts=notification.attempts,
+                max_attempts=settings.NOTIFICATIONS_MAX_ATTEMPTS,
+                now=now,
+                base=settings.NOTIFICATIONS_BACKOFF_BASE_SECONDS,
+                cap=settings.NOTIFICATIONS_BACKOFF_MAX_SECONDS,
+            )
+            if notification.next_attempt_at is None:
                 notification.status = Notification.Status.FAILED
-                notification.next_attempt_at = None
-            else:
-                notification.next_attempt_at = now + timedelta(
-                    seconds=backoff_seconds(
-                        notification.attempts,
-                        base=settings.NOTIFICATIONS_BACKOFF_BASE_SECONDS,
-                        cap=settings.NOTIFICATIONS_BACKOFF_MAX_SECONDS,
-                    )
-                )
             notification.save(update_fields=["attempts", "last_error", "status", "next_attempt_at"])
             log.warning(
                 "notification.delivery_failed",

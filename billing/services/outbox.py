@@ -19,7 +19,7 @@ from django.utils.module_loading import import_string
 from billing import metrics, signing
 from billing.dispatch import enqueue_on_commit
 from billing.models import DeliveryAttempt, OutboxDelivery, OutboxEvent
-from billing.retry import backoff_seconds
+from billing.retry import retry_at
 from billing_project.logging import error_text
 
 log = structlog.get_logger(__name__)
@@ -66,12 +66,6 @@ def ops_notice(*, kind: str, key: str, title: str, body: str = "", data: dict | 
         aggregate_type="ops",
         aggregate_id=key[:64],
         payload={"kind": kind, "key": key, "title": title[:200], "body": body, "data": data or {}},
-    )
-
-
-def outbox_backoff_seconds(attempt: int) -> float:
-    return backoff_seconds(
-        attempt, base=settings.BILLING_OUTBOX_BACKOFF_BASE_SECONDS, cap=settings.BILLING_OUTBOX_BACKOFF_MAX_SECONDS
     )
 
 
@@ -160,14 +154,18 @@ def outbox_delivery_attempt(
             delivery.delivered_at = now
             delivery.last_error = ""
             delivery.next_attempt_at = None
-        elif delivery.attempts >= delivery.max_attempts:
-            delivery.status = OutboxDelivery.Status.DEAD
-            delivery.last_error = error
-            delivery.next_attempt_at = None
-            _dead_letter_notice(delivery, error)
         else:
             delivery.last_error = error
-            delivery.next_attempt_at = now + timedelta(seconds=outbox_backoff_seconds(delivery.attempts))
+            delivery.next_attempt_at = retry_at(
+                attempts=delivery.attempts,
+                max_attempts=delivery.max_attempts,
+                now=now,
+                base=settings.BILLING_OUTBOX_BACKOFF_BASE_SECONDS,
+                cap=settings.BILLING_OUTBOX_BACKOFF_MAX_SECONDS,
+            )
+            if delivery.next_attempt_at is None:
+                delivery.status = OutboxDelivery.Status.DEAD
+                _dead_letter_notice(delivery, error)
         delivery.save()
     outcome = {OutboxDelivery.Status.DELIVERED: "delivered", OutboxDelivery.Status.DEAD: "dead"}.get(delivery.status)
     metrics.OUTBOX_DELIVERIES.labels(subscriber=delivery.subscriber, outcome=outcome or "retry").inc()

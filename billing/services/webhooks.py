@@ -38,7 +38,7 @@ from billing.adapters.registry import get_adapter
 from billing.chain.confirmation import applicable_block
 from billing.chain.reverts import revert_reason, reverted_call_mismatch
 from billing.models import InboundEvent, PaymentContract, PaymentTransaction
-from billing.retry import backoff_seconds
+from billing.retry import retry_at
 from billing.services.chain_sync import observed_from_raw
 from billing.services.payments import (
     GasFacts,
@@ -276,20 +276,18 @@ def webhook_receive(*, contract_slug: str, raw_body: bytes, signature_header: st
 # --- workers: claim, verify on chain, apply ----------------------------------------------------------------
 
 
-def _retry_at(attempts: int) -> datetime:
-    return timezone.now() + timedelta(seconds=backoff_seconds(attempts, base=RETRY_BASE_SECONDS, cap=RETRY_CAP_SECONDS))
-
-
 def _retry_later(event: InboundEvent, error: str) -> str:
     """Record why the delivery could not be applied yet and when it is due again (billing.retry backoff)."""
     event.attempts += 1
     event.error = mask_url(error)[:2000]
-    if event.attempts >= MAX_ATTEMPTS:
-        event.status = InboundEvent.Status.FAILED
-        event.next_attempt_at = None
-    else:
-        event.status = InboundEvent.Status.RECEIVED
-        event.next_attempt_at = _retry_at(event.attempts)
+    event.next_attempt_at = retry_at(
+        attempts=event.attempts,
+        max_attempts=MAX_ATTEMPTS,
+        now=timezone.now(),
+        base=RETRY_BASE_SECONDS,
+        cap=RETRY_CAP_SECONDS,
+    )
+    event.status = InboundEvent.Status.RECEIVED if event.next_attempt_at else InboundEvent.Status.FAILED
     # Only over a row nobody finished meanwhile (an operator's reprocess may have applied it).
     InboundEvent.objects.filter(pk=event.pk).exclude(status=InboundEvent.Status.PROCESSED).update(
         attempts=event.attempts, error=event.error, status=event.status, next_attempt_at=event.next_attempt_at
