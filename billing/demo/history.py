@@ -48,6 +48,7 @@ from billing.models import (
     OutboxDelivery,
     OutboxEvent,
     PaymentTransaction,
+    RefundStatus,
     Subscription,
     SubscriptionStatus,
     TransactionStatusChange,
@@ -482,6 +483,7 @@ def _rows_for(world: _World, pay: _Pay, user_id: int) -> tuple[PaymentTransactio
             if pay.refunded is not None:
                 tx.refunded_at = pay.refunded
                 tx.refund_tx_hash = _hex32("history-refund", pay.index)
+                tx.refund_status = RefundStatus.MINED  # its refund operator transaction is mined
                 history.append(
                     (TxStatus.CONFIRMED, TxStatus.REFUNDED, "user:admin", rng.choice(REFUND_REASONS), pay.refunded, {})
                 )

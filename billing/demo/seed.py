@@ -44,6 +44,7 @@ from billing.models import (
     PaymentTransaction,
     PeriodKind,
     Plan,
+    RefundStatus,
     RpcEndpoint,
     Subscription,
     SubscriptionPeriod,
@@ -788,6 +789,7 @@ def _build_rows(
                 refunded = max(refunded, confirmed + timedelta(seconds=1))
                 tx.refunded_at = refunded
                 tx.refund_tx_hash = _hex32("refund", a.index)
+                tx.refund_status = RefundStatus.MINED
                 reason = rng.choice(REFUND_REASONS)
                 history.append((TxStatus.CONFIRMED, TxStatus.REFUNDED, ctx.admin_actor, reason, refunded))
             elif a.status == TxStatus.NEEDS_REVIEW:
