@@ -22,10 +22,14 @@ ROOT = Path(settings.BASE_DIR)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 BACK_TO = {"billing": "0008_confirmation_policy_and_event_errors", "notifications": "0001_initial"}
-UNAPPLIED = {
-    "billing": ["0009", "0010", "0011", "0012", "0013"],
-    "notifications": ["0002"],
-}
+
+
+def later_than(app: str, target: str) -> set[str]:
+    """The numbers of `app`'s migrations after `target` (whatever main has gained since)."""
+    files = (ROOT / app / "migrations").glob("[0-9][0-9][0-9][0-9]_*.py")
+    return {p.name[:4] for p in files if p.name[:4] > target[:4]}
+
+
 # Columns the unapplied migrations add that no migration can derive again from the rows: an operator
 # transaction's receipt figures (0009), which come back empty after a round trip (the follower does not
 # refetch receipts of mined rows). Every other dropped column comes back equal (0011 derives refund_status
@@ -110,8 +114,9 @@ def test_back_and_forth_over_the_demo_history_keeps_every_row(history_database):
     for app, target in BACK_TO.items():
         manage(url, "migrate", app, target, "--no-input", "-v0")
     back = applied(url)
-    for app, numbers in UNAPPLIED.items():
-        assert numbers and not set(numbers) & back[app], (app, sorted(back[app]))
+    for app, target in BACK_TO.items():
+        numbers = later_than(app, target)
+        assert numbers and not numbers & back[app], (app, sorted(back[app]))
         assert set(numbers) <= heads[app]
     earlier = snapshot(url)
     for table, state in head.items():
