@@ -12,13 +12,13 @@ from __future__ import annotations
 import secrets
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
 from eth_utils import is_address, to_checksum_address
 from web3 import Web3
 
 from billing.chain.artifacts import ArtifactNotBuilt, deploy_artifact, load_artifact, transact
 from billing.chain.quote import SignerKeyMissing, get_operator_account, get_quote_signer
 from billing.models import Network, PaymentContract, Plan, Token
+from billing.services import catalog
 
 # anvil's default accounts 0..4 (public development keys): who gets demo dUSD when nobody is named.
 ANVIL_DEFAULT_ACCOUNTS = [
@@ -77,25 +77,26 @@ class Command(BaseCommand):
             deployment_block = receipt["blockNumber"]
             self.stdout.write(f"SubscriptionPass: deployed at {contract.address} (block {deployment_block})")
 
-        with transaction.atomic():
-            row, created = PaymentContract.objects.update_or_create(
-                slug=slug,
-                defaults={
-                    "network": network,
-                    "title": (row.title if row and row.title else f"Subscription pass ({network.name})"),
-                    "address": contract.address,
-                    "abi": pass_artifact["abi"],
-                    "mint_method": "pay",
-                    "burn_method": "refund",
-                    "withdraw_method": "withdraw",
-                    "eip712_name": "SubscriptionPass",
-                    "eip712_version": "1",
-                    "deployment_block": deployment_block,
-                },
-            )
-            if not row.webhook_secret:
-                row.webhook_secret = "whsec_" + secrets.token_hex(32)
-                row.save(update_fields=["webhook_secret", "updated_at"])
+        # Through the catalog service, like every catalog write: validated, and the providers' config rebuilt.
+        data = {
+            "network": network,
+            "title": (row.title if row and row.title else f"Subscription pass ({network.name})"),
+            "address": contract.address,
+            "abi": pass_artifact["abi"],
+            "mint_method": "pay",
+            "burn_method": "refund",
+            "withdraw_method": "withdraw",
+            "eip712_name": "SubscriptionPass",
+            "eip712_version": "1",
+            "deployment_block": deployment_block,
+        }
+        if row is None or not row.webhook_secret:
+            data["webhook_secret"] = "whsec_" + secrets.token_hex(32)
+        created = row is None
+        if created:
+            row = catalog.contract_create(data={"slug": slug, **data})
+        else:
+            row = catalog.contract_update(contract=row, data=data)
         self.stdout.write(f"PaymentContract '{row.slug}' {'created' if created else 'updated'}")
 
         self._sync_plan_periods(w3, operator, contract, row)
@@ -141,11 +142,11 @@ class Command(BaseCommand):
         else:
             token = w3.eth.contract(address=token_row.address, abi=artifact["abi"])
             self.stdout.write(f"DemoToken: {token.address} already deployed, kept")
-        Token.objects.update_or_create(
-            network=network,
-            symbol=DEMO_SYMBOL,
-            defaults={"name": "Demo USD", "address": token.address, "decimals": DEMO_DECIMALS, "enabled": True},
-        )
+        data = {"name": "Demo USD", "address": token.address, "decimals": DEMO_DECIMALS, "enabled": True}
+        if token_row is None:
+            catalog.token_create(data={"network": network, "symbol": DEMO_SYMBOL, **data})
+        else:
+            catalog.token_update(token=token_row, data=data)
         # A kept token is only minted to again when someone was named: re-running stays idempotent.
         if receivers is None and not fresh:
             return
