@@ -84,3 +84,6 @@ def test_webhook_bench_small_run(bench_database):
     for stored, answered in re.findall(r"^  stored (\d+) new deliveries of (\d+) answered", out, re.M):
         assert 0.7 * int(answered) <= int(stored) <= 0.9 * int(answered) + 2, out
     assert re.search(r"^target chain frozen: .* (PASS|MISS)$", out, re.M), out
+    if "chain up" in modes:  # the workers' side: the stored deliveries claimed and looked up on the chain
+        worker = re.search(r"^workers' verification, chain up .*: (\d+) stored deliveries claimed", out, re.M)
+        assert worker and int(worker.group(1)) > 0, out
