@@ -49,6 +49,7 @@ DEMO_CONTRACT_SLUG = "pass-anvil-local"
 # They only ever go into the children's environment for the local demo chain, and are never printed.
 ANVIL_ACCOUNT0_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
 ANVIL_ACCOUNT1_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
+DEMO_TREASURY = "0xa0Ee7A142d267C1f36714E4a8F75612F20a79720"  # anvil account 9
 DEMO_LOGINS = (
     ("admin", "admin-demo", "billing_admin"),
     ("support", "support-demo", "support"),
@@ -423,6 +424,7 @@ class Stack:
     stop_announced: bool = field(default=False, init=False)
     env: dict[str, str] = field(default_factory=dict, init=False)
     embedded_db: bool = field(default=False, init=False)
+    demo_values: dict[str, str] = field(default_factory=dict, init=False)  # demo keys and treasury it chose
     db_uri: str = field(default="", init=False)
     pids_written: bool = field(default=False, init=False)
 
@@ -517,7 +519,7 @@ class Stack:
         supervisor chose itself; what came from the environment stays there."""
         import psutil
 
-        chosen = {"BILLING_LOCAL_CHAIN_RPC": self.chain_rpc}
+        chosen = {"BILLING_LOCAL_CHAIN_RPC": self.chain_rpc, **self.demo_values}
         if self.embedded_db:
             chosen["DATABASE_URL"] = self.db_uri
         if self.env["CELERY_BROKER_URL"] == FS_BROKER_URL:
@@ -607,13 +609,18 @@ class Stack:
         env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         env["BILLING_METRICS_DIR_SHARED"] = "1"
 
-        # Local demo keys only when the operator gave neither a key nor a key file.
+        # Local demo keys only when the operator gave neither a key nor a key file; a demo treasury (anvil
+        # account 9) so the console's withdrawals have somewhere to go. `manage.py` beside the stack gets the
+        # same values through the join file (they are anvil's public test keys, never real ones).
         for name, key in (
             ("BILLING_OPERATOR_KEY", ANVIL_ACCOUNT0_KEY),
             ("BILLING_QUOTE_SIGNER_KEY", ANVIL_ACCOUNT1_KEY),
         ):
             if not env.get(name) and not env.get(f"{name}_FILE"):
                 env[name] = key
+                self.demo_values[name] = key
+        if not env.get("BILLING_TREASURY_ADDRESS"):
+            env["BILLING_TREASURY_ADDRESS"] = self.demo_values["BILLING_TREASURY_ADDRESS"] = DEMO_TREASURY
         self.env = env
         self.write_join_file()
 

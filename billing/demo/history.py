@@ -659,7 +659,9 @@ def _operator_rows(world: _World, report: SeedReport) -> None:
         network = cat.networks[net]
         low, high = GAS_PRICE_WEI[net]
         gas, price = rng.randint(45_000, 90_000), rng.randint(low, high)
-        tx_hash = _hex32("history-op", kind, net, at.timestamp())
+        tx_hash = (payment.refund_tx_hash if payment is not None else "") or _hex32(
+            "history-op", kind, net, at.timestamp()
+        )
         ops.append(
             OperatorTransaction(
                 kind=kind,
@@ -687,7 +689,34 @@ def _operator_rows(world: _World, report: SeedReport) -> None:
 
     for pay in world.pays:
         if pay.refunded is not None:
-            op("refund", pay.network, pay.refunded, payment=pay.row)
+            tx_hash = op("refund", pay.network, pay.refunded, payment=pay.row)
+            # The contract's Refunded log, mirrored as the follower would have (like the Withdrawn ones below):
+            # the event timeline shows it and billing_reconcile finds the refund's log on record.
+            row, network = pay.row, cat.networks[pay.network]
+            block = BLOCK_BASE[pay.network] + int(
+                (pay.refunded - world.origin).total_seconds() // network.block_time_seconds
+            )
+            events.append(
+                ChainEvent(
+                    contract=row.contract,
+                    chain_id=network.chain_id,
+                    name="Refunded",
+                    block_number=block,
+                    block_hash=_hex32("block", pay.network, block),
+                    tx_hash=tx_hash,
+                    log_index=0,
+                    args={
+                        "orderId": row.order_id,
+                        "payer": row.payer_address,
+                        "token": row.token.address or "0x" + "0" * 40,
+                        "amount": str(row.amount),
+                    },
+                    amount=row.amount,
+                    token_address=row.token.address,
+                    transaction=row,
+                    created_at=pay.refunded,
+                )
+            )
     # Weekly sweeps of what the production contracts received (the local chain plays production here).
     week = timedelta(days=7)
     cursor = world.origin + week
