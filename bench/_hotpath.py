@@ -75,6 +75,17 @@ def prepare_database(url: str) -> None:
             except Exception:  # another bench built it meanwhile
                 conn.execute(f'DROP DATABASE IF EXISTS "{building}" WITH (FORCE)')
             print(f"migrated the bench template {template} in {time.monotonic() - started:.1f}s", flush=True)
+            # Templates of earlier migrations are of no further use: drop them (not a bench's own database).
+            stale = conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'billing\\_bench\\_tpl\\_%%' AND datname <> %s"
+                " AND datname NOT LIKE '%%\\_building\\_%%'",
+                (template,),
+            ).fetchall()
+            for (old,) in stale:
+                try:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{old}"')
+                except Exception:  # noqa: BLE001 - in use by a bench cloning it right now: next time
+                    pass
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
 
