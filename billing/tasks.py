@@ -87,6 +87,14 @@ def receipts_sweep() -> int:
     return len(claimed)
 
 
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True, soft_time_limit=90, time_limit=120)
+def payment_fees_fill() -> int:
+    """Beat: the network fee of payments the chain follower confirmed (it reads no receipts for them)."""
+    from billing.services.receipts import payment_fees_fill as fill
+
+    return fill()
+
+
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def checkouts_expire() -> int:
     from billing.services.receipts import checkouts_expire as expire

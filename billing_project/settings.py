@@ -285,6 +285,7 @@ CELERY_BEAT_SCHEDULE = {
     "inbound-events-claim": {"task": "billing.tasks.inbound_events_claim", "schedule": 1.0, "options": {"expires": 10}},
     "outbox-sweep": {"task": "billing.tasks.outbox_sweep", "schedule": 10.0},
     "receipts-sweep": {"task": "billing.tasks.receipts_sweep", "schedule": 15.0},
+    "payment-fees-fill": {"task": "billing.tasks.payment_fees_fill", "schedule": 30.0},
     "checkouts-expire": {"task": "billing.tasks.checkouts_expire", "schedule": 60.0},
     "subscriptions-advance": {"task": "billing.tasks.subscriptions_advance", "schedule": 60.0},
     "operator-txs-sweep": {"task": "billing.tasks.operator_txs_sweep", "schedule": 15.0},

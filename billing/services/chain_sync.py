@@ -11,21 +11,30 @@ nothing.
   returns for that range; one that is gone was removed by a reorg deeper than the policy, and its ledger
   row goes to `needs_review` (`_check_recorded_logs`).
 - When applying a batch raises, the batch is applied again event by event, each in its own savepoint; an
-  event that still raises is recorded for review and the cursor moves on (`apply_events_one_by_one`)."""
+  event that still raises is recorded for review and the cursor moves on (`apply_events_one_by_one`).
+
+Throughput (docs/performance.md, "Chain backfill"): logs are decoded by a `LogDecoder` compiled once per run
+(eth_abi over the raw eth_getLogs answer, events matched by topic hash); receipts are read only for ERC-20
+transfers into the contract that no payment explains (to tell a stray transfer from a contract call); a batch
+of at least `BULK_MIN_EVENTS` logs applies its plain payments in bulk (`payments_apply_in_bulk`) and the rest
+one by one; a batch is sized by blocks, by logs (`MAX_EVENTS_PER_BATCH`, cut at a block boundary) and by time
+(`BATCH_SECONDS`: the next batch shrinks when one took longer), and a run starts no batch after
+`RUN_SECONDS`, so every batch commits well inside the sync task's soft time limit."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+import json
+import time
 from dataclasses import dataclass
 
 import structlog
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 from eth_utils import to_checksum_address
 
 from billing import metrics
-from billing.chain.abi import decode_log, event_topics
+from billing.chain.abi import LogDecoder, checksum, decode_log, event_topics
 from billing.chain.confirmation import applicable_block
 from billing.models import ChainBlock, ChainCursor, ChainEvent, PaymentContract, Token
 from billing.services.notices import ops_notice
@@ -37,12 +46,17 @@ from billing.services.payments import (
     payment_observe_transfer,
     payment_observe_withdrawn,
     payment_reorged_out,
+    payments_apply_in_bulk,
 )
 from billing_project.logging import mask_url
 
 log = structlog.get_logger(__name__)
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 BLOCKS_KEPT = 5000
+BULK_MIN_EVENTS = 16  # a batch with fewer logs is applied one by one (as cheap, and no bulk statements)
+MAX_EVENTS_PER_BATCH = 2000  # logs per batch; a batch is cut at the block boundary before the next one
+BATCH_SECONDS = 20.0  # a batch that took longer makes the next one proportionally shorter (blocks and logs)
+RUN_SECONDS = 120.0  # a run starts no batch after this (the sync task's soft time limit is 240 s)
 
 
 # Failures of the database connection or of the worker itself (a lost connection, a deadlock, the task's soft
@@ -70,15 +84,15 @@ def _int(value) -> int:
     return int(value, 16) if isinstance(value, str) else int(value)
 
 
-def observed_from_raw(chain_id: int, abi: list, raw: dict) -> ObservedLog | None:
-    decoded = decode_log(abi, raw)
+def observed_from_raw(chain_id: int, abi: list, raw: dict, decoder: LogDecoder | None = None) -> ObservedLog | None:
+    decoded = decoder.decode(raw) if decoder is not None else decode_log(abi, raw)
     if decoded is None:
         return None
     name, args = decoded
     return ObservedLog(
         name=name,
         chain_id=chain_id,
-        address=to_checksum_address(raw["address"]),
+        address=checksum(raw["address"]) if decoder is not None else to_checksum_address(raw["address"]),
         tx_hash=raw["transactionHash"].lower(),
         log_index=_int(raw["logIndex"]),
         block_number=_int(raw["blockNumber"]),
@@ -161,11 +175,16 @@ def _rollback(contract: PaymentContract, cursor: ChainCursor, client) -> int:
     return fork
 
 
-def _receipts_by_tx(client, blocks: set[int]) -> dict[str, dict]:
+def _receipts_by_tx(client, tx_hashes: set[str]) -> dict[str, dict]:
+    """Receipts of the transactions whose logs need one: the ERC-20 transfers into the contract that no payment
+    log of the batch explains (a stray transfer is told from a contract call by the receipt's other logs, and
+    its ledger row records the fee). Payments need none: the ledger row's fee is filled by receipt tracking."""
     receipts: dict[str, dict] = {}
-    for number in sorted(blocks):
-        for receipt in client.get_block_receipts(number):
-            receipts[receipt["transactionHash"].lower()] = receipt
+    for tx_hash in sorted(tx_hashes):
+        receipt = client.get_transaction_receipt(tx_hash)
+        if receipt is None:
+            raise ChainNotReady(f"the endpoint does not return the receipt of {tx_hash} yet")
+        receipts[tx_hash] = receipt
     return receipts
 
 
@@ -190,7 +209,10 @@ def _apply_event(contract: PaymentContract, item: ObservedLog, receipts: dict[st
 
 def _apply(contract: PaymentContract, observed: list[ObservedLog], receipts: dict[str, dict]) -> None:
     paid_txs = {o.tx_hash for o in observed if o.name == "Paid"}
-    for item in _in_order(observed):
+    ordered = _in_order(observed)
+    if len(ordered) >= BULK_MIN_EVENTS:
+        ordered = payments_apply_in_bulk(contract=contract, observed=ordered, source="chain:follower")
+    for item in ordered:
         _apply_event(contract, item, receipts, paid_txs)
 
 
@@ -247,9 +269,37 @@ def _check_recorded_logs(contract: PaymentContract, start: int, end: int, observ
     seen = {(o.tx_hash, o.log_index) for o in observed}
     recorded = ChainEvent.objects.filter(
         contract=contract, block_number__gte=start, block_number__lte=end, removed=False, name__in=("Paid", "Refunded")
-    )
-    gone = [e for e in recorded if (e.tx_hash, e.log_index) not in seen]
-    return chain_events_gone(contract, gone, why=f"not among the logs of blocks {start}-{end}")
+    ).values_list("pk", "tx_hash", "log_index")
+    gone = [pk for pk, tx_hash, index in recorded if (tx_hash, index) not in seen]
+    if not gone:
+        return 0
+    events = list(ChainEvent.objects.filter(pk__in=gone))
+    return chain_events_gone(contract, events, why=f"not among the logs of blocks {start}-{end}")
+
+
+_REMEMBER_BLOCKS = f"""
+    INSERT INTO {ChainBlock._meta.db_table} (contract_id, number, hash)
+    SELECT %s, n, h FROM json_to_recordset(%s::json) AS v(n bigint, h text)
+    ON CONFLICT (contract_id, number) DO UPDATE SET hash = EXCLUDED.hash"""  # noqa: S608 (the model's table)
+
+
+def _remember_blocks(contract: PaymentContract, blocks: dict[int, str], end: int) -> None:
+    """The hashes of the blocks with logs and of the batch's last block (reorg detection), one statement."""
+    rows = json.dumps([{"n": n, "h": blocks[n]} for n in sorted(blocks)], separators=(",", ":"))
+    with connection.cursor() as cursor:
+        cursor.execute(_REMEMBER_BLOCKS, [contract.pk, rows])
+    ChainBlock.objects.filter(contract=contract, number__lt=end - BLOCKS_KEPT).delete()
+
+
+def _cut(raw: list[dict], start: int, end: int, limit: int) -> tuple[list[dict], int]:
+    """At most `limit` raw logs (more only when one block alone has more), ending at a block boundary; cut before
+    decoding, so the logs past the cut cost only their share of the eth_getLogs answer."""
+    if len(raw) <= limit:
+        return raw, end
+    numbers = sorted(_int(r["blockNumber"]) for r in raw)
+    cut = numbers[limit]  # the first block that does not fit whole
+    end = cut - 1 if cut > start else cut
+    return [r for r in raw if _int(r["blockNumber"]) <= end], end
 
 
 def contract_sync(*, contract_id: int, client=None, max_batches: int = 20, batch_size: int | None = None) -> SyncResult:
@@ -268,9 +318,15 @@ def contract_sync(*, contract_id: int, client=None, max_batches: int = 20, batch
         Token.objects.filter(network=contract.network).exclude(address="").values_list("address", flat=True)
     )
     topics = event_topics(contract.abi, ("Paid", "Refunded", "Withdrawn"))
+    decoder = LogDecoder(contract.abi)
+    blocks_per_batch, events_per_batch = batch_size, MAX_EVENTS_PER_BATCH
+    started = time.monotonic()
 
     safe = None
     for _ in range(max_batches):
+        if result.batches and time.monotonic() - started > RUN_SECONDS:
+            break  # the next run goes on from the cursor
+        batch_started = time.monotonic()
         with transaction.atomic():
             cursor = ChainCursor.objects.select_for_update(skip_locked=True).filter(contract=contract).first()
             if cursor is None:
@@ -289,7 +345,7 @@ def contract_sync(*, contract_id: int, client=None, max_batches: int = 20, batch
                 cursor.save(update_fields=["last_run_at", "last_error", "updated_at"])
                 break
             start = cursor.last_block + 1
-            end = min(safe, start + batch_size - 1)
+            end = min(safe, start + blocks_per_batch - 1)
             raw = client.get_logs(
                 address=contract.address, from_block=start, to_block=end, topics=[list(topics.values())]
             )
@@ -300,9 +356,11 @@ def contract_sync(*, contract_id: int, client=None, max_batches: int = 20, batch
                     to_block=end,
                     topics=[TRANSFER_TOPIC, None, _pad_address(contract.address)],
                 )
-            observed = [o for o in (observed_from_raw(chain_id, contract.abi, r) for r in raw) if o is not None]
-            receipt_blocks = {o.block_number for o in observed if o.name in ("Paid", "Transfer")}
-            receipts = _receipts_by_tx(client, receipt_blocks)
+            wanted = end
+            raw, end = _cut(raw, start, end, events_per_batch)
+            observed = [o for o in (observed_from_raw(chain_id, contract.abi, r, decoder) for r in raw) if o]
+            paid_txs = {o.tx_hash for o in observed if o.name == "Paid"}
+            receipts = _receipts_by_tx(client, {o.tx_hash for o in observed if o.name == "Transfer"} - paid_txs)
             end_block = _block(client, end)
             try:
                 with transaction.atomic():
@@ -314,17 +372,9 @@ def contract_sync(*, contract_id: int, client=None, max_batches: int = 20, batch
                 result.failed_events += apply_events_one_by_one(contract, observed, receipts)
             _check_recorded_logs(contract, start, end, observed)
 
-            blocks: dict[int, str] = defaultdict(str)
-            for o in observed:
-                blocks[o.block_number] = o.block_hash
+            blocks = {o.block_number: o.block_hash for o in observed}
             blocks[end] = end_block["hash"].lower()
-            ChainBlock.objects.bulk_create(
-                [ChainBlock(contract=contract, number=n, hash=h) for n, h in blocks.items()],
-                update_conflicts=True,
-                unique_fields=["contract", "number"],
-                update_fields=["hash"],
-            )
-            ChainBlock.objects.filter(contract=contract, number__lt=end - BLOCKS_KEPT).delete()
+            _remember_blocks(contract, blocks, end)
             cursor.last_block = end
             cursor.last_block_hash = blocks[end]
             cursor.last_run_at = timezone.now()
@@ -334,6 +384,15 @@ def contract_sync(*, contract_id: int, client=None, max_batches: int = 20, batch
             result.logs += len(observed)
             result.from_block = result.from_block or start
             result.to_block = end
+        took = time.monotonic() - batch_started
+        if took > BATCH_SECONDS:  # shorter next time, in proportion; longer again (up to the limits) when quick
+            blocks_per_batch = max(1, int((end - start + 1) * BATCH_SECONDS / took))
+            events_per_batch = max(BULK_MIN_EVENTS, int(max(len(observed), 1) * BATCH_SECONDS / took))
+        elif end < wanted:  # cut by the number of logs: read about as many blocks next time
+            blocks_per_batch = max(1, end - start + 1)
+        else:
+            blocks_per_batch = min(batch_size, blocks_per_batch * 2)
+            events_per_batch = min(MAX_EVENTS_PER_BATCH, events_per_batch * 2)
     if safe is not None:
         last = ChainCursor.objects.filter(contract=contract).values_list("last_block", flat=True).first()
         if last is not None:

@@ -4,23 +4,38 @@ locked (`select_for_update`) and the chain log is unique on (chain_id, tx_hash, 
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 import structlog
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from eth_utils import to_checksum_address
 
+from billing import metrics
+from billing.chain.abi import checksum
 from billing.fields import ZERO_ADDRESS
-from billing.models import ChainEvent, PaymentContract, PaymentTransaction, Plan, Token, TxStatus
+from billing.models import (
+    ChainEvent,
+    PaymentContract,
+    PaymentTransaction,
+    Plan,
+    Token,
+    TransactionStatusChange,
+    TxStatus,
+)
 from billing.services.ledger import transaction_lock, transaction_record_created, transaction_set_status
 from billing.services.notices import ops_notice
+from billing.services.outbox import outbox_emit_many
 from billing.services.subscriptions import (
     subscription_apply_payment,
     subscription_apply_refund,
     subscription_restore_payment,
     subscription_suspend_payment,
+    subscriptions_apply_payments,
 )
 
 log = structlog.get_logger(__name__)
@@ -225,13 +240,12 @@ def payment_observe_paid(
         "block_hash": observed.block_hash,
         "log_index": observed.log_index,
         "payer_address": to_checksum_address(observed.args["payer"]),
-        "gas_used": gas.gas_used,
-        "effective_gas_price": gas.effective_gas_price,
-        "fee": gas.fee,
         "usd_rate_at_confirmation": tx.token.usd_estimate,
         "external_id": external_id or tx.external_id,
         "failure_reason": "",
     }
+    if gas.gas_used is not None:  # the follower reads no receipts for payments: a known fee stays
+        fields.update(gas_used=gas.gas_used, effective_gas_price=gas.effective_gas_price, fee=gas.fee)
     if tx.status == TxStatus.NEEDS_REVIEW and _refund_in_doubt(tx):
         return Effect("duplicate", tx)  # its refund was removed by a reorg: ops decide, not a payment log
     if tx.status == TxStatus.NEEDS_REVIEW and not problems:
@@ -256,6 +270,237 @@ def payment_observe_paid(
         source=source,
     )
     return Effect("confirmed", tx)
+
+
+# A ledger row in one of these may be confirmed by a payment log (ALLOWED_TRANSITIONS), without review.
+CONFIRMABLE = (TxStatus.PENDING, TxStatus.SUBMITTED, TxStatus.FAILED, TxStatus.EXPIRED)
+
+# Bulk statements take their rows as one JSON document (json_to_recordset): one parameter, parsed by PostgreSQL,
+# instead of one array per column that psycopg would quote element by element in Python.
+_INSERT_PAID_EVENTS = f"""
+    INSERT INTO {ChainEvent._meta.db_table} (contract_id, chain_id, name, block_number, block_hash, tx_hash,
+        log_index, args, amount, token_address, removed, apply_error, transaction_id, created_at)
+    SELECT %s, %s, 'Paid', b, h, t, i, a, m, k, false, '', x, %s
+    FROM json_to_recordset(%s::json) AS v(b bigint, h text, t text, i int, a jsonb, m numeric, k text, x bigint)
+    ON CONFLICT (chain_id, tx_hash, log_index) DO NOTHING
+    RETURNING tx_hash, log_index"""  # noqa: S608 (table names from the models)
+
+_CONFIRM = f"""
+    UPDATE {PaymentTransaction._meta.db_table} AS t
+    SET status = %s, tx_hash = v.h, block_number = v.b, block_hash = v.bh, log_index = v.i, payer_address = v.p,
+        usd_rate_at_confirmation = v.u, failure_reason = '', confirmed_at = COALESCE(t.confirmed_at, %s),
+        updated_at = %s
+    FROM json_to_recordset(%s::json) AS v(id bigint, h text, b bigint, bh text, i int, p text, u numeric)
+    WHERE t.id = v.id"""  # noqa: S608
+
+_HISTORY = f"""
+    INSERT INTO {TransactionStatusChange._meta.db_table} (transaction_id, from_status, to_status, actor, reason,
+        details, created_at)
+    SELECT id, f, %s, %s, %s, '{{}}'::jsonb, %s FROM json_to_recordset(%s::json) AS v(id bigint, f text)
+    RETURNING id, transaction_id"""  # noqa: S608
+
+
+def _rows(rows: list[dict]) -> str:
+    return json.dumps(rows, separators=(",", ":"))
+
+
+class PaidRow(NamedTuple):
+    """What the bulk subscription path needs of a confirmed ledger row (no model instance per payment)."""
+
+    pk: int
+    user_id: int | None
+    plan_id: int | None
+    periods: int
+
+
+def payments_apply_in_bulk(*, contract: PaymentContract, observed: list[ObservedLog], source: str) -> list[ObservedLog]:
+    """Apply the plain `Paid` logs of a batch (in chain order) in bulk, with what `payment_observe_paid` writes
+    for them: the chain event (linked to its ledger row), the ledger row confirmed with one status-history row,
+    and the paid time (`subscriptions_apply_payments`). A plain payment: a new log for an order this ledger
+    holds, not yet confirmed (`CONFIRMABLE`), paying what the checkout quoted, the only log of its order here,
+    its user touched by no other kind of log in the batch. Returns the logs left for the one-by-one path
+    (`payment_observe_paid` and the others), in chain order: unmatched or repeated payments, mismatches, rows
+    under review, refunds, payouts, transfers, and everything of a user one of them concerns. Bulk writes
+    skip django-auditlog: the status history is the ledger's record of a mirrored chain event.
+
+    Locks in the order of the one-by-one path (the chain event first, then the ledger row), so a webhook worker
+    racing the follower waits on one of them and then sees the other's effect."""
+    paid = [o for o in observed if o.name == "Paid"]
+    if not paid:
+        return list(observed)
+    now = timezone.now()
+    orders = {str(o.args["orderId"]).lower() for o in observed if o.name in ("Paid", "Refunded")}
+    # The ledger rows' ids, unlocked: the events are inserted already linked (an order's row never changes),
+    # then the rows are locked and read again (a webhook may have confirmed one meanwhile).
+    order_rows = dict(
+        PaymentTransaction.objects.filter(contract=contract, order_id__in=list(orders)).values_list("order_id", "pk")
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _INSERT_PAID_EVENTS,
+            [
+                contract.pk,
+                paid[0].chain_id,
+                now,
+                _rows(
+                    [
+                        {
+                            "b": o.block_number,
+                            "h": o.block_hash,
+                            "t": o.tx_hash,
+                            "i": o.log_index,
+                            "a": _json_args(o.args),
+                            "m": str(int(o.args["amount"])),
+                            "k": o.args.get("token") if o.args.get("token") != ZERO_ADDRESS else "",
+                            "x": order_rows.get(str(o.args["orderId"]).lower()),
+                        }
+                        for o in paid
+                    ]
+                ),
+            ],
+        )
+        new_events = {(tx_hash, index) for tx_hash, index in cursor.fetchall()}
+    rows = {
+        row["order_id"]: row
+        for row in PaymentTransaction.objects.select_for_update()
+        .filter(pk__in=list(order_rows.values()))
+        .order_by("pk")
+        .values(
+            "pk",
+            "public_id",
+            "order_id",
+            "status",
+            "amount",
+            "token_id",
+            "payer_address",
+            "user_id",
+            "plan_id",
+            "periods",
+            "submitted_at",
+            "created_at",
+            "confirmed_at",
+        )
+    }
+    tokens = Token.objects.in_bulk({row["token_id"] for row in rows.values()})
+    seen = Counter(str(o.args["orderId"]).lower() for o in paid)
+    candidates, held_users = [], set()
+    for o in observed:
+        row = rows.get(str(o.args.get("orderId", "")).lower()) if o.name in ("Paid", "Refunded") else None
+        plain = (
+            o.name == "Paid"
+            and row is not None
+            and (o.tx_hash, o.log_index) in new_events
+            and row["status"] in CONFIRMABLE
+            and seen[row["order_id"]] == 1
+            and int(o.args["amount"]) == row["amount"]
+            and checksum(o.args.get("token") or ZERO_ADDRESS) == _token_address(tokens[row["token_id"]])
+            and (not row["payer_address"] or checksum(o.args["payer"]) == row["payer_address"])
+        )
+        if plain:
+            candidates.append((o, row))
+        elif row is not None and row["user_id"] is not None:
+            held_users.add(row["user_id"])
+    bulk = [(o, row) for o, row in candidates if row["user_id"] is None or row["user_id"] not in held_users]
+    if not bulk:
+        return list(observed)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CONFIRM,
+            [
+                TxStatus.CONFIRMED,
+                now,
+                now,
+                _rows(
+                    [
+                        {
+                            "id": row["pk"],
+                            "h": o.tx_hash,
+                            "b": o.block_number,
+                            "bh": o.block_hash,
+                            "i": o.log_index,
+                            "p": checksum(o.args["payer"]),
+                            "u": _str_or_none(tokens[row["token_id"]].usd_estimate),
+                        }
+                        for o, row in bulk
+                    ]
+                ),
+            ],
+        )
+        cursor.execute(
+            _HISTORY,
+            [
+                TxStatus.CONFIRMED,
+                source,
+                "payment log at depth",
+                now,
+                _rows([{"id": row["pk"], "f": row["status"]} for _, row in bulk]),
+            ],
+        )
+        changes = dict((tx_id, change_id) for change_id, tx_id in cursor.fetchall())
+    plans = Plan.objects.in_bulk({row["plan_id"] for _, row in bulk if row["plan_id"]})
+    outbox_emit_many(  # what transaction_set_status tells the payer (payment.status.v1), one per history row
+        [
+            (
+                "payment.status.v1",
+                {
+                    "change_id": changes[row["pk"]],
+                    "transaction_id": row["pk"],
+                    "public_id": str(row["public_id"]),
+                    "user_id": row["user_id"],
+                    "status": TxStatus.CONFIRMED,
+                    "from_status": row["status"],
+                    "failure_reason": "",
+                    "amount": str(row["amount"]),
+                    "token": tokens[row["token_id"]].symbol,
+                    "decimals": tokens[row["token_id"]].decimals,
+                    "plan": plans[row["plan_id"]].slug if row["plan_id"] else None,
+                    "tx_hash": o.tx_hash,
+                },
+                "transaction",
+                str(row["pk"]),
+            )
+            for o, row in bulk
+            if row["user_id"]
+        ]
+    )
+    _count_on_commit(contract, [row for _, row in bulk], tokens, now)
+    subscriptions_apply_payments(
+        txs=[PaidRow(row["pk"], row["user_id"], row["plan_id"], row["periods"]) for _, row in bulk],
+        now=now,
+    )
+    log.info("payment.confirmed_in_bulk", contract_slug=contract.slug, count=len(bulk), source=source)
+    done = {id(o) for o, _ in bulk}
+    return [o for o in observed if id(o) not in done]
+
+
+def _count_on_commit(contract: PaymentContract, rows: list[dict], tokens: dict, now: datetime) -> None:
+    """billing_transactions_total and the confirmation latency of the rows confirmed in bulk, counted when the
+    batch commits (as `ledger.transaction_count_on_commit` does for one row)."""
+    network = contract.network.slug
+    counts = Counter(tokens[row["token_id"]].symbol for row in rows)
+    latencies = [
+        ("submitted", row["submitted_at"]) if row["submitted_at"] else ("checkout", row["created_at"])
+        for row in rows
+        if row["confirmed_at"] is None
+    ]
+
+    def count() -> None:
+        for symbol, n in counts.items():
+            metrics.TRANSACTIONS.labels(status=TxStatus.CONFIRMED, network=network, token=symbol).inc(n)
+        for since, start in latencies:
+            if start is not None:
+                seconds = max((now - start).total_seconds(), 0.0)
+                metrics.CONFIRMATION_LATENCY.labels(network=network, since=since).observe(seconds)
+
+    transaction.on_commit(count)
+
+
+def _token_address(token: Token) -> str:
+    return checksum(token.address or ZERO_ADDRESS)
+
+
+def _str_or_none(value) -> str | None:
+    return None if value is None else str(value)
 
 
 def _refund_in_doubt(tx: PaymentTransaction) -> bool:

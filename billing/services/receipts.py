@@ -209,3 +209,43 @@ def checkouts_expire(*, now=None) -> int:
         except Exception as exc:  # a concurrent confirmation won the row: nothing to expire
             log.info("checkout.expire_skipped", transaction_id=tx.pk, error=str(exc)[:200])
     return count
+
+
+def payment_fees_fill(*, limit: int = 200) -> int:
+    """The network fee of paid ledger rows confirmed without a receipt (the chain follower reads none for
+    payments, to keep its batches fast): gas used and price from the mined receipt, `limit` rows per run, newest
+    first. Mirrored chain data: a plain UPDATE (not audited). A network that does not answer is tried next run.
+    Returns how many rows got their fee."""
+    from billing.chain.rpc import ChainClient, RpcError
+
+    rows = list(
+        PaymentTransaction.objects.filter(
+            gas_used__isnull=True,
+            tx_hash__isnull=False,
+            status__in=(TxStatus.CONFIRMED, TxStatus.REFUNDED, TxStatus.NEEDS_REVIEW, TxStatus.UNMATCHED),
+        )
+        .select_related("contract__network")
+        .order_by("-pk")[:limit]
+    )
+    clients: dict[int, ChainClient | None] = {}
+    filled = 0
+    for tx in rows:
+        network = tx.contract.network
+        if network.pk not in clients:
+            clients[network.pk] = ChainClient.for_network(network, contract=tx.contract)
+        client = clients[network.pk]
+        if client is None:
+            continue
+        try:
+            receipt = client.get_transaction_receipt(tx.tx_hash)
+        except RpcError as exc:
+            log.info("receipt.fees_unavailable", network=network.slug, error=str(exc)[:200])
+            clients[network.pk] = None
+            continue
+        gas = GasFacts.from_receipt(receipt)
+        if gas.gas_used is None:
+            continue
+        filled += PaymentTransaction.objects.filter(pk=tx.pk, gas_used__isnull=True).update(
+            gas_used=gas.gas_used, effective_gas_price=gas.effective_gas_price, fee=gas.fee
+        )
+    return filled

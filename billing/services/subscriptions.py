@@ -20,6 +20,7 @@ in the same transaction.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -39,8 +40,9 @@ from billing.models import (
     Subscription,
     SubscriptionPeriod,
     SubscriptionStatus,
+    Token,
 )
-from billing.services.outbox import outbox_emit
+from billing.services.outbox import outbox_emit, outbox_emit_many
 
 log = structlog.get_logger(__name__)
 ONE_SECOND = timedelta(seconds=1)
@@ -50,7 +52,7 @@ MICROS = 10**6
 # --- the plan.changed.v1 event ----------------------------------------------------------------------------
 
 
-def _emit_plan_changed(
+def _plan_changed_event(
     *,
     user_id: int,
     previous_plan: Plan | None,
@@ -59,23 +61,25 @@ def _emit_plan_changed(
     transaction_id: int | None,
     period_end: datetime | None,
     paid_until: datetime | None,
-) -> None:
-    outbox_emit(
-        topic="plan.changed.v1",
-        aggregate_type="user",
-        aggregate_id=str(user_id),
-        payload={
-            "occurred_at": timezone.now().isoformat(),
-            "user_id": user_id,
-            "previous_plan": previous_plan.slug if previous_plan else None,
-            "plan": plan.slug if plan else None,
-            "limits": dict(plan.limits) if plan else {},
-            "reason": reason,
-            "transaction_id": str(transaction_id) if transaction_id else None,
-            "period_end": period_end.isoformat() if period_end else None,
-            "paid_until": paid_until.isoformat() if paid_until else None,
-        },
-    )
+) -> tuple[str, dict, str, str]:
+    """(topic, payload, aggregate type, aggregate id) of one plan.changed.v1 event."""
+    payload = {
+        "occurred_at": timezone.now().isoformat(),
+        "user_id": user_id,
+        "previous_plan": previous_plan.slug if previous_plan else None,
+        "plan": plan.slug if plan else None,
+        "limits": dict(plan.limits) if plan else {},
+        "reason": reason,
+        "transaction_id": str(transaction_id) if transaction_id else None,
+        "period_end": period_end.isoformat() if period_end else None,
+        "paid_until": paid_until.isoformat() if paid_until else None,
+    }
+    return "plan.changed.v1", payload, "user", str(user_id)
+
+
+def _emit_plan_changed(**kwargs) -> None:
+    topic, payload, aggregate_type, aggregate_id = _plan_changed_event(**kwargs)
+    outbox_emit(topic=topic, payload=payload, aggregate_type=aggregate_type, aggregate_id=aggregate_id)
 
 
 # --- the timeline -------------------------------------------------------------------------------------------
@@ -432,6 +436,236 @@ def subscription_apply_payment(*, tx: PaymentTransaction, now: datetime | None =
         sub.canceled_at = None
     reason = _place(sub, plan=plan, length=paid_length(tx), now=now, transaction=tx)
     return _settle(sub, now=now, previous=previous, reason=reason, transaction_id=tx.pk)
+
+
+class _Sub:
+    """A subscription's fields as the bulk path reads and derives them (no model instance per row)."""
+
+    __slots__ = (
+        "pk",
+        "user_id",
+        "plan",
+        "status",
+        "current_period_start",
+        "current_period_end",
+        "pending_plan",
+        "pending_period_end",
+        "grace_until",
+        "debt_amount",
+        "debt_token",
+        "ended_at",
+        "last_transaction_id",
+        "cancel_at_period_end",
+        "canceled_at",
+        "has_periods",
+    )
+
+    def __init__(self, **fields):
+        for name in self.__slots__:
+            setattr(self, name, fields.get(name))
+
+    def row(self) -> dict:
+        return {
+            "id": self.pk,
+            "user_id": self.user_id,
+            "plan_id": self.plan.pk,
+            "status": self.status,
+            "current_period_start": self.current_period_start.isoformat(),
+            "current_period_end": self.current_period_end.isoformat(),
+            "pending_plan_id": self.pending_plan.pk if self.pending_plan else None,
+            "pending_period_end": self.pending_period_end.isoformat() if self.pending_period_end else None,
+            "grace_until": self.grace_until.isoformat() if self.grace_until else None,
+            "debt_amount": str(self.debt_amount or 0),
+            "debt_token_id": self.debt_token.pk if self.debt_token else None,
+            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
+            "last_transaction_id": self.last_transaction_id,
+            "cancel_at_period_end": bool(self.cancel_at_period_end),
+            "canceled_at": self.canceled_at.isoformat() if self.canceled_at else None,
+        }
+
+
+class _Period:
+    __slots__ = ("sub", "plan_id", "plan", "starts_at", "ends_at", "transaction_id", "kind")
+
+    def __init__(self, sub, plan, starts_at, ends_at, transaction_id=None, kind=""):
+        self.sub, self.plan_id, self.plan = sub, plan.pk, plan
+        self.starts_at, self.ends_at, self.transaction_id, self.kind = starts_at, ends_at, transaction_id, kind
+
+
+def subscriptions_apply_payments(*, txs: list, now: datetime | None = None) -> int:
+    """`subscription_apply_payment` for many confirmed payments at once, in their order (the chain follower's
+    batches): one query for the live subscriptions (locked), one for their periods, then one statement each for
+    the new subscriptions, the changed ones and the new periods, and the plan.changed.v1 events in bulk. The
+    rules are the same functions (`covering`, `_derive`, `_activate`); what this applies in bulk is a payment
+    that starts a subscription, renews the plan in force or queues a downgrade. Anything else (an upgrade, past
+    due, a subscription written without periods) and every later payment of that user go through
+    `subscription_apply_payment` one by one, after the bulk writes. The caller guarantees each payment once and
+    holds the ledger rows' locks. `txs`: confirmed ledger rows (anything with pk, user_id, plan_id and periods,
+    e.g. payments.PaidRow). Bulk writes skip django-auditlog (the ledger's status history records the
+    chain event that caused them). Returns how many payments were applied in bulk."""
+    now = now or timezone.now()
+    by_user: dict[int, list] = {}
+    for tx in txs:
+        if tx.user_id is not None and tx.plan_id is not None:
+            by_user.setdefault(tx.user_id, []).append(tx)
+    if not by_user:
+        return 0
+    plans = Plan.objects.in_bulk()
+    tokens: dict = {}
+    subs: dict[int, _Sub] = {}
+    for row in (
+        Subscription.objects.select_for_update()
+        .filter(user_id__in=list(by_user), status__in=LIVE_SUBSCRIPTION_STATUSES)
+        .order_by("pk")
+        .values(*_SUB_FIELDS)
+    ):
+        debt_token_id = row.pop("debt_token_id")
+        if debt_token_id is not None and debt_token_id not in tokens:
+            tokens[debt_token_id] = Token.objects.get(pk=debt_token_id)
+        sub = _Sub(
+            **row,
+            pk=row["id"],
+            plan=plans[row["plan_id"]],
+            pending_plan=plans.get(row["pending_plan_id"]),
+            debt_token=tokens.get(debt_token_id),
+        )
+        subs[sub.user_id] = sub
+    timelines: dict[int, list] = {sub.pk: [] for sub in subs.values()}
+    if subs:
+        by_pk = {sub.pk: sub for sub in subs.values()}
+        for sub_id, plan_id, status, starts_at, ends_at in (
+            SubscriptionPeriod.objects.filter(subscription_id__in=list(by_pk))
+            .order_by("starts_at", "id")
+            .values_list("subscription_id", "plan_id", "status", "starts_at", "ends_at")
+        ):
+            by_pk[sub_id].has_periods = True
+            if status == PeriodStatus.ACTIVE:
+                timelines[sub_id].append(_Period(by_pk[sub_id], plans[plan_id], starts_at, ends_at))
+    new_subs: list[_Sub] = []
+    changed: dict[int, _Sub] = {}
+    new_periods: list[_Period] = []
+    events: list[tuple[str, dict, str, str]] = []
+    later: list = []
+    for user_id, payments in by_user.items():
+        sub = subs.get(user_id)
+        periods = timelines.get(sub.pk, []) if sub is not None else []
+        for position, tx in enumerate(payments):
+            plan = plans[tx.plan_id]
+            length = plan.period * max(tx.periods, 1)
+            if sub is None:
+                previous = None
+                sub = _Sub(
+                    user_id=user_id,
+                    plan=plan,
+                    status=SubscriptionStatus.ACTIVE,
+                    current_period_start=now,
+                    current_period_end=now + length,
+                    last_transaction_id=tx.pk,
+                    cancel_at_period_end=False,
+                    debt_amount=0,
+                    has_periods=True,
+                )
+                new_subs.append(sub)
+                start, kind = now, PeriodKind.PAYMENT
+            else:
+                in_force = covering(periods, now) if sub.has_periods else None
+                if in_force is not None and plan.pk == in_force.plan_id:
+                    start, kind = paid_until_of(periods), PeriodKind.RENEWAL
+                elif in_force is not None and plan.tier < in_force.plan.tier:
+                    start, kind = paid_until_of(periods), PeriodKind.PAYMENT
+                else:
+                    later.extend(payments[position:])  # an upgrade, past due, no periods: the one-by-one rules
+                    break
+                previous = sub.plan
+                sub.last_transaction_id = tx.pk
+                sub.cancel_at_period_end = False
+                sub.canceled_at = None
+                if sub.pk is not None:
+                    changed[sub.pk] = sub
+            period = _Period(sub, plan, start, start + length, tx.pk, kind)
+            periods.append(period)
+            new_periods.append(period)
+            _derive(sub, periods, now)  # the new period is at or after the one in force: something is in force
+            _activate(sub)
+            events.append(
+                _plan_changed_event(
+                    user_id=user_id,
+                    previous_plan=previous,
+                    plan=sub.plan,
+                    reason="payment_confirmed",
+                    transaction_id=tx.pk,
+                    period_end=sub.current_period_end,
+                    paid_until=paid_until_of(periods),
+                )
+            )
+    with connection.cursor() as cursor:
+        if new_subs:
+            cursor.execute(_INSERT_SUBSCRIPTIONS, [now, now, _json_rows([sub.row() for sub in new_subs])])
+            created = dict((user_id, pk) for pk, user_id in cursor.fetchall())
+            for sub in new_subs:
+                sub.pk = created[sub.user_id]
+        if changed:
+            cursor.execute(_UPDATE_SUBSCRIPTIONS, [now, _json_rows([sub.row() for sub in changed.values()])])
+        if new_periods:
+            rows = [
+                {
+                    "s": p.sub.pk,
+                    "p": p.plan_id,
+                    "a": p.starts_at.isoformat(),
+                    "e": p.ends_at.isoformat(),
+                    "t": p.transaction_id,
+                    "k": p.kind,
+                }
+                for p in new_periods
+            ]
+            cursor.execute(_INSERT_PERIODS, [PeriodStatus.ACTIVE, now, now, _json_rows(rows)])
+    outbox_emit_many(events)
+    for tx in later:
+        subscription_apply_payment(tx=PaymentTransaction.objects.select_related("plan", "token").get(pk=tx.pk), now=now)
+    return len(new_periods)
+
+
+def _json_rows(rows: list[dict]) -> str:
+    return json.dumps(rows, separators=(",", ":"))
+
+
+_SUB_FIELDS = [
+    "id",
+    "user_id",
+    "plan_id",
+    "status",
+    "current_period_start",
+    "current_period_end",
+    "pending_plan_id",
+    "pending_period_end",
+    "grace_until",
+    "debt_amount",
+    "debt_token_id",
+    "ended_at",
+    "last_transaction_id",
+    "cancel_at_period_end",
+    "canceled_at",
+]
+_SUB_COLUMNS = """user_id bigint, plan_id bigint, status text, current_period_start timestamptz,
+    current_period_end timestamptz, pending_plan_id bigint, pending_period_end timestamptz, grace_until timestamptz,
+    debt_amount numeric, debt_token_id bigint, ended_at timestamptz, last_transaction_id bigint,
+    cancel_at_period_end boolean, canceled_at timestamptz"""
+_SUB_NAMES = [line.split()[0] for line in _SUB_COLUMNS.replace("\n", " ").split(",")]
+_INSERT_SUBSCRIPTIONS = (
+    f"INSERT INTO {Subscription._meta.db_table} ({', '.join(_SUB_NAMES)}, created_at, updated_at) "  # noqa: S608
+    f"SELECT {', '.join(_SUB_NAMES)}, %s, %s FROM json_to_recordset(%s::json) AS v({_SUB_COLUMNS}) "
+    "RETURNING id, user_id"
+)
+_UPDATE_SUBSCRIPTIONS = (
+    f"UPDATE {Subscription._meta.db_table} AS s "  # noqa: S608 (names from the model and the list above)
+    f"SET {', '.join(f'{name} = v.{name}' for name in _SUB_NAMES)}, updated_at = %s "
+    f"FROM json_to_recordset(%s::json) AS v(id bigint, {_SUB_COLUMNS}) WHERE s.id = v.id"
+)
+_INSERT_PERIODS = f"""
+    INSERT INTO {SubscriptionPeriod._meta.db_table} (subscription_id, plan_id, starts_at, ends_at, transaction_id,
+        kind, status, note, created_at, updated_at)
+    SELECT s, p, a, e, t, k, %s, '', %s, %s
+    FROM json_to_recordset(%s::json) AS v(s bigint, p bigint, a timestamptz, e timestamptz, t bigint, k text)"""  # noqa: S608
 
 
 def _take_out(

@@ -1,0 +1,75 @@
+"""bench/backfill.py in small mode (200 real Paid events on its own anvil and database): the follower's backfill
+writes every payment's rows once and the script prints its rate beside the raw eth_getLogs + eth_abi baseline of
+the same run and the ratio (the full run, 8,000 events, is `make bench`)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+from django.conf import settings
+
+ROOT = Path(settings.BASE_DIR)
+pytestmark = [pytest.mark.chain, pytest.mark.timeout(600)]
+EVENTS = 200
+
+
+@pytest.fixture
+def bench_database():
+    name = f"{os.environ.get('TEST_DATABASE_NAME', 'test_billing')}_bench_backfill"
+    yield f"postgres://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect("postgres://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        for db in (name, f"{name}_tpl"):
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+def test_small_backfill_applies_every_payment_and_prints_the_ratio(bench_database):
+    env = {**os.environ, "BENCH_DATABASE_URL": bench_database}
+    env.pop("DATABASE_URL", None)
+    run = subprocess.run(
+        [sys.executable, "bench/backfill.py", "--events", str(EVENTS)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+    out = run.stdout
+    assert run.returncode == 0, out + run.stderr[-3000:]
+    assert f"chain: {EVENTS} Paid events for {EVENTS // 2} users in {EVENTS} blocks" in out, out
+    writes = re.search(r"writes: (\{.*\}); (\d+) live subscriptions$", out, re.MULTILINE)
+    assert writes and "NOT WHAT THE CHAIN SAYS" not in out, out
+    counts = eval(writes.group(1), {})  # noqa: S307 (the script's own dict literal of ints)
+    assert counts == {
+        "ledger rows confirmed": EVENTS,
+        "status history rows": EVENTS,
+        "chain events": EVENTS,
+        "paid periods": EVENTS,
+        "plan.changed.v1 events": EVENTS,
+        "outbox deliveries": 2 * EVENTS,
+        "payment.status.v1 events": EVENTS,
+    }
+    assert int(writes.group(2)) == EVENTS // 2
+    base = re.search(r"decoding of blocks \d+\.\.\d+: ([\d,]+) events/s before, ([\d,]+) events/s after", out)
+    assert base, out
+    before, after = (int(x.replace(",", "")) for x in base.groups())
+    assert before > 0 and after > 0
+    project = re.search(
+        r"applied (\d+) events in ([\d.]+) s .*: ([\d,.]+) events/s, ([\d.]+) SQL statements/event, "
+        r"([\d.]+) ms CPU/event",
+        out,
+    )
+    assert project, out
+    applied, wall, rate, sql, cpu = project.groups()
+    assert int(applied) == EVENTS and abs(float(rate.replace(",", "")) - EVENTS / float(wall)) < 0.05 * EVENTS
+    assert float(sql) < 2  # batch statements, not ~20 per event
+    assert float(cpu) > 0
+    ratio = re.search(r"ratio: ([\d.]+) of the faster baseline \(([\d,]+) events/s\)\s+(PASS|UNDER)", out)
+    assert ratio, out
+    expected = float(rate.replace(",", "")) / max(before, after)
+    assert abs(float(ratio.group(1)) - expected) < 0.01 + 0.02 * expected
