@@ -38,14 +38,12 @@ from billing.models import (
     CryptoConfig,
     Interval,
     Network,
-    NetworkFallback,
     PaymentContract,
     PaymentProvider,
     PaymentTransaction,
     PeriodKind,
     Plan,
     RefundStatus,
-    RpcEndpoint,
     Subscription,
     SubscriptionPeriod,
     SubscriptionStatus,
@@ -54,6 +52,7 @@ from billing.models import (
     TxStatus,
 )
 from billing.roles import BILLING_ADMIN, SUPPORT, sync_role_permissions
+from billing.services import catalog
 from profiles.seed import wallets_link_verified_bulk
 
 # Used only when contracts/build/SubscriptionPass.json has not been compiled yet; the same function
@@ -358,14 +357,13 @@ class DemoCatalog:
     plans: dict[str, Plan]
 
 
-def _create_if_missing(model, report: SeedReport, kind: str, lookup: dict, defaults: dict):
-    """Create after full_clean, so the demo never holds a row the admin would refuse; never update."""
+def _create_if_missing(model, create, report: SeedReport, kind: str, lookup: dict, defaults: dict):
+    """Create through the catalog service `create` (validated like an admin write, providers' config kept
+    in step), so the demo never holds a row the admin would refuse; never update."""
     obj = model.objects.filter(**lookup).first()
     if obj is not None:
         return obj
-    obj = model(**lookup, **defaults)
-    obj.full_clean()
-    obj.save()
+    obj = create(data={**lookup, **defaults})
     report.add(kind)
     return obj
 
@@ -409,32 +407,26 @@ def demo_catalog_seed(*, report: SeedReport) -> DemoCatalog:
     for spec in NETWORKS:
         spec = dict(spec)
         slug = spec.pop("slug")
-        networks[slug] = _create_if_missing(Network, report, "networks", {"slug": slug}, spec)
+        networks[slug] = _create_if_missing(Network, catalog.network_create, report, "networks", {"slug": slug}, spec)
 
     _seed_rpc_endpoints(networks, report)
     local = networks["anvil-local"]
     if local.is_testnet:  # databases seeded before the local chain played production
-        local.is_testnet = False
-        local.save(update_fields=["is_testnet", "updated_at"])
+        networks["anvil-local"] = local = catalog.network_update(network=local, data={"is_testnet": False})
 
-    config = CryptoConfig.objects.filter(pk=1).first()
-    if config is None:
-        config = CryptoConfig()
-        config.full_clean()
-        config.save()
+    if not CryptoConfig.objects.filter(pk=1).exists():
         report.add("crypto_config")
-    for position, slug in enumerate(FALLBACK_ORDER):
-        if not NetworkFallback.objects.filter(config=config, network=networks[slug]).exists():
-            taken = set(NetworkFallback.objects.filter(config=config).values_list("position", flat=True))
-            while position in taken:
-                position += 1
-            NetworkFallback.objects.create(config=config, network=networks[slug], position=position)
-            report.add("network_fallbacks")
+    current = CryptoConfig.load().fallback_order()
+    missing = [networks[slug] for slug in FALLBACK_ORDER if networks[slug] not in current]
+    if missing:  # appended after what an operator ordered
+        catalog.crypto_config_update(data={}, fallback_networks=[*current, *missing])
+        report.add("network_fallbacks", len(missing))
 
     tokens: dict[tuple[str, str], Token] = {}
     for net, symbol, name, decimals, address, usd in TOKENS:
         tokens[(net, symbol)] = _create_if_missing(
             Token,
+            catalog.token_create,
             report,
             "tokens",
             {"network": networks[net], "symbol": symbol},
@@ -447,6 +439,7 @@ def demo_catalog_seed(*, report: SeedReport) -> DemoCatalog:
         contract_slug = f"pass-{slug}"
         contracts[contract_slug] = _create_if_missing(
             PaymentContract,
+            catalog.contract_create,
             report,
             "contracts",
             {"slug": contract_slug},
@@ -468,24 +461,19 @@ def demo_catalog_seed(*, report: SeedReport) -> DemoCatalog:
     for spec in PROVIDERS:
         provider = PaymentProvider.objects.filter(slug=spec["slug"]).first()
         if provider is None:
-            provider = PaymentProvider(
-                slug=spec["slug"],
-                title=spec["title"],
-                type="evm",
-                priority=spec["priority"],
-                enabled=spec["enabled"],
-                default_network=networks[spec["networks"][0]],
-                contract=contracts[spec["contract"]],
+            provider = catalog.provider_create(
+                data={
+                    "slug": spec["slug"],
+                    "title": spec["title"],
+                    "type": "evm",
+                    "priority": spec["priority"],
+                    "enabled": spec["enabled"],
+                    "default_network": networks[spec["networks"][0]],
+                    "contract": contracts[spec["contract"]],
+                },
+                networks=[networks[s] for s in spec["networks"]],
+                supported_tokens=[t for (net, _), t in tokens.items() if net in spec["networks"]],
             )
-            provider.full_clean()
-            provider.save()
-            nets = [networks[s] for s in spec["networks"]]
-            toks = [t for (net, _), t in tokens.items() if net in spec["networks"]]
-            provider.validate_links(nets, toks, provider.default_network)
-            provider.networks.set(nets)
-            provider.supported_tokens.set(toks)
-            provider.config = provider.build_config()
-            provider.save(update_fields=["config"])
             report.add("providers")
         providers[spec["slug"]] = provider
 
@@ -497,7 +485,7 @@ def demo_catalog_seed(*, report: SeedReport) -> DemoCatalog:
         spec["price_token"] = tokens[spec.pop("token")]
         spec["contract"] = provider.contract
         spec["provider"] = provider
-        plans[slug] = _create_if_missing(Plan, report, "plans", {"slug": slug}, spec)
+        plans[slug] = _create_if_missing(Plan, catalog.plan_create, report, "plans", {"slug": slug}, spec)
 
     return DemoCatalog(networks=networks, tokens=tokens, contracts=contracts, providers=providers, plans=plans)
 
@@ -511,15 +499,15 @@ def _seed_rpc_endpoints(networks: dict[str, Network], report: SeedReport) -> Non
     urls = {"anvil-local": settings.BILLING_LOCAL_CHAIN_RPC, **PUBLIC_RPC}
     for slug, url in urls.items():
         network = networks[slug]
-        endpoint = RpcEndpoint.objects.filter(network=network, position=0).first()
-        if endpoint is None:
-            endpoint = RpcEndpoint(network=network, position=0, url=url, timeout_seconds=Decimal("2"))
-            endpoint.full_clean()
-            endpoint.save()
+        kept = list(network.rpc_endpoints.order_by("position"))
+        first = kept[0] if kept and kept[0].position == 0 else None
+        if first is None:
+            new = {"url": url, "timeout_seconds": Decimal("2")}
+            catalog.network_update(network=network, data={}, rpc_endpoints=[new, *({"id": e.pk} for e in kept)])
             report.add("rpc_endpoints")
-        elif slug == "anvil-local" and endpoint.url != url:
-            endpoint.url = url
-            endpoint.save(update_fields=["url"])
+        elif slug == "anvil-local" and first.url != url:
+            endpoints = [{"id": e.pk, **({"url": url} if e is first else {})} for e in kept]
+            catalog.network_update(network=network, data={}, rpc_endpoints=endpoints)
 
 
 # --- history -----------------------------------------------------------------------------------------
