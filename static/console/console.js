@@ -138,6 +138,12 @@
     if (link) link.click();
   });
 
+  // The gallery's sample rows and cards are not saved anywhere: their links (and htmx, off there through
+  // hx-disable) would lead to pages of objects that do not exist, so a click inside them does nothing.
+  document.addEventListener("click", function (evt) {
+    if (evt.target.closest("[data-gallery-samples] a")) evt.preventDefault();
+  }, true);
+
   document.addEventListener("keydown", function (evt) {
     if (evt.key === "Escape") closeDrawer();
   });
