@@ -13,22 +13,33 @@ log = structlog.get_logger(__name__)
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def contract_sync_dispatch() -> int:
-    """Beat: one sync task per enabled contract (contracts added later are picked up here)."""
-    from billing.models import PaymentContract
+    """Beat: claim the followers due for a run (enabled contracts, new ones included; SKIP LOCKED, the claim
+    moved forward in the same transaction) and send one sync message per claimed contract, with its claim."""
+    from billing.services.chain_sync import contract_sync_claim_due
 
-    ids = list(PaymentContract.objects.filter(enabled=True).exclude(address="").values_list("pk", flat=True))
-    for pk in ids:
-        contract_sync_task.delay(pk)
-    return len(ids)
+    claimed = contract_sync_claim_due()
+    for pk, claim in claimed:
+        contract_sync_task.delay(pk, claim.isoformat())
+    return len(claimed)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True, soft_time_limit=240, time_limit=300)
-def contract_sync_task(contract_id: int) -> None:
-    from billing.services.chain_sync import contract_sync, contract_sync_record_error
+def contract_sync_task(contract_id: int, claim: str | None = None) -> None:
+    """One follower run. With the dispatch's claim: only while it is still the cursor's (a duplicate message
+    is a no-op). Without (an explicit trigger): at once; the cursor's row lock still keeps runs apart."""
+    from billing.services.chain_sync import (
+        contract_sync,
+        contract_sync_record_error,
+        contract_sync_record_success,
+        contract_sync_take,
+    )
     from billing.services.notices import sweep_error_notice
 
+    if claim is not None and not contract_sync_take(contract_id=contract_id, claim=claim):
+        return
     try:
         contract_sync(contract_id=contract_id)
+        contract_sync_record_success(contract_id=contract_id)
     except Exception as exc:  # recorded on the cursor (and told to ops); the next beat tick retries
         log.warning("chain.sync_failed", contract_id=contract_id, error=f"{type(exc).__name__}: {exc}")
         sweep_error("contract_sync")

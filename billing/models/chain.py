@@ -14,6 +14,9 @@ class ChainCursor(models.Model):
     last_block_hash = models.CharField(max_length=66, blank=True)
     last_run_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    # The dispatch's claim (a lease), or the backoff after failed runs; null: due at the next beat tick.
+    next_sync_at = models.DateTimeField(null=True, blank=True)
+    sync_errors = models.PositiveIntegerField(default=0, help_text="Failed runs in a row.")
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:

@@ -26,10 +26,12 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import structlog
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 from eth_utils import to_checksum_address
 
@@ -37,6 +39,7 @@ from billing import metrics
 from billing.chain.abi import LogDecoder, checksum, decode_log, event_topics
 from billing.chain.confirmation import applicable_block
 from billing.models import ChainBlock, ChainCursor, ChainEvent, PaymentContract, Token
+from billing.retry import backoff_seconds
 from billing.services.notices import ops_notice
 from billing.services.payments import (
     GasFacts,
@@ -409,7 +412,58 @@ def contract_sync(*, contract_id: int, client=None, max_batches: int = 20, batch
     return result
 
 
+SYNC_CLAIM_LEASE = timedelta(seconds=60)  # a longer run meets its own cursor lock, not a second sync
+SYNC_BACKOFF_BASE_SECONDS = 5.0
+SYNC_BACKOFF_MAX_SECONDS = 300.0
+
+
+def contract_sync_claim_due(*, lease: timedelta = SYNC_CLAIM_LEASE) -> list[tuple[int, datetime]]:
+    """The beat's dispatch: claim the followers due for a run (enabled contracts with an address; a cursor is
+    created for a new one), locked with SKIP LOCKED (a running sync holds its cursor) and made not-due until
+    the lease ends, in the same transaction. -> [(contract_id, claim)]: one message per contract."""
+    contracts = PaymentContract.objects.filter(enabled=True).exclude(address="")
+    for contract in contracts.filter(cursor__isnull=True):
+        ChainCursor.objects.get_or_create(
+            contract=contract, defaults={"last_block": max(contract.deployment_block - 1, 0)}
+        )
+    now = timezone.now()
+    claim = now + lease
+    with transaction.atomic():
+        due = (
+            ChainCursor.objects.select_for_update(skip_locked=True)
+            .filter(contract__in=contracts)
+            .filter(Q(next_sync_at__isnull=True) | Q(next_sync_at__lte=now))
+        )
+        ids = list(due.values_list("contract_id", flat=True))
+        if ids:
+            ChainCursor.objects.filter(contract_id__in=ids).update(next_sync_at=claim)
+    return [(pk, claim) for pk in ids]
+
+
+def contract_sync_take(*, contract_id: int, claim: datetime | str) -> bool:
+    """A claimed message starts its run only while its claim is the cursor's (compare-and-set): a duplicate
+    or stale message is a no-op."""
+    if isinstance(claim, str):
+        claim = datetime.fromisoformat(claim)
+    return bool(
+        ChainCursor.objects.filter(contract_id=contract_id, next_sync_at=claim).update(
+            next_sync_at=timezone.now() + SYNC_CLAIM_LEASE
+        )
+    )
+
+
+def contract_sync_record_success(*, contract_id: int) -> None:
+    ChainCursor.objects.filter(contract_id=contract_id).update(next_sync_at=None, sync_errors=0)
+
+
 def contract_sync_record_error(*, contract_id: int, error: str) -> None:
+    """Recorded on the cursor; the next run waits billing.retry.backoff_seconds(failed runs in a row)."""
+    cursor = ChainCursor.objects.filter(contract_id=contract_id).only("sync_errors").first()
+    errors = (cursor.sync_errors if cursor else 0) + 1
+    delay = backoff_seconds(errors, base=SYNC_BACKOFF_BASE_SECONDS, cap=SYNC_BACKOFF_MAX_SECONDS)
     ChainCursor.objects.filter(contract_id=contract_id).update(
-        last_error=mask_url(error)[:2000], last_run_at=timezone.now()
+        last_error=mask_url(error)[:2000],
+        last_run_at=timezone.now(),
+        sync_errors=errors,
+        next_sync_at=timezone.now() + timedelta(seconds=delay),
     )
