@@ -511,20 +511,31 @@ def subscription_figures(catalog: Catalog, period: Period, network_ids: list[int
     plan_ids = [
         pk for pk, plan in catalog.plans.items() if catalog.tokens[plan.price_token_id].network_id in network_ids
     ]
+    # Steady: in force since before both windows, paid through `end`, on the same plan since before `start`.
+    # Such a subscription is in force at all three instants (base, start, end) on its own plan, was neither
+    # created nor ended in a window and owes nothing: it adds its plan's MRR at both ends and one to each active
+    # count, and nothing else. Most live subscriptions are steady; they are counted per plan from a narrow
+    # partial index (subscription_steady_idx), and the per-row classification below runs only on the rest.
+    steady = Q(
+        ended_at__isnull=True,
+        created_at__lt=prev_start,
+        current_period_start__lte=start,
+        current_period_end__gte=end,
+    )
+    steady_counts = (
+        billing.analytics_subscriptions().filter(steady, plan_id__in=plan_ids).values("plan_id").annotate(n=Count("*"))
+    )
     subs = (
         billing.analytics_subscriptions()
         .filter(plan_id__in=plan_ids, created_at__lt=end)
         .filter(Q(ended_at__isnull=True) | Q(ended_at__gte=prev_start))
+        .filter(~steady)
         .annotate(
             # Lazily evaluated by PostgreSQL: the lookup runs only for subscriptions whose plan changed since.
             plan_at_start=Case(
                 When(Q(current_period_start__lte=start) | ~_active_at(start), then=F("plan_id")),
                 default=Coalesce(Subquery(plan_then), F("plan_id"), output_field=BigIntegerField()),
                 output_field=BigIntegerField(),
-            ),
-            v_debt_token=Coalesce(F("debt_token_id"), F("plan__price_token_id")),
-            v_debt=Case(
-                When(debt_amount__gt=0, then=F("debt_amount")), default=F("plan__price_amount"), output_field=DEC
             ),
         )
     )
@@ -558,7 +569,7 @@ def subscription_figures(catalog: Catalog, period: Period, network_ids: list[int
         .values(
             "plan_id",
             "plan_at_start",
-            "v_debt_token",
+            "debt_token_id",
             "at_end",
             "at_start",
             "at_base",
@@ -568,17 +579,39 @@ def subscription_figures(catalog: Catalog, period: Period, network_ids: list[int
             "cancel_at_period_end",
             "has_grace",
         )
-        .annotate(n=Count("*"), debt=Sum("v_debt"))
+        # The debt is the amount owed, else one period at the plan's price (in the plan's token): summed here as
+        # the owed amounts plus a count of those owing nothing, priced in Python from the catalog (no join).
+        .annotate(n=Count("*"), debt=Sum("debt_amount"), n_unpriced=Count("id", filter=Q(debt_amount=0)))
     )
     rates = token_rates(catalog, {"cur": end, "prev": start})
     figures = {p: SubscriptionFigures(Money(), 0, 0, Money(), 0, 0, 0, Money()) for p in ("cur", "prev")}
     segments: dict[tuple, dict] = {}
     base_active = 0
     window = {2: "cur", 1: "prev"}
-    for row in rows:
+    steady_rows = [
+        {
+            "plan_id": row["plan_id"],
+            "plan_at_start": row["plan_id"],
+            "debt_token_id": None,
+            "at_end": 1,
+            "at_start": 1,
+            "at_base": 1,
+            "created_in": 0,
+            "ended_in": None,
+            "status": SUB.ACTIVE,
+            "cancel_at_period_end": False,
+            "has_grace": 0,
+            "n": row["n"],
+            "debt": 0,
+            "n_unpriced": 0,
+        }
+        for row in steady_counts
+    ]
+    for row in [*rows, *steady_rows]:
         n = row["n"]
-        debt_token = catalog.tokens[row["v_debt_token"]]
-        debt = _fr(row["debt"])
+        own_plan = catalog.plans[row["plan_id"]]
+        debt_token = catalog.tokens[row["debt_token_id"] or own_plan.price_token_id]
+        debt = _fr(row["debt"]) + row["n_unpriced"] * own_plan.price_amount
         debt_usd = debt * _fr(debt_token.usd_estimate) / 10**debt_token.decimals
         for p, state, plan_id in (
             ("cur", row["at_end"], row["plan_id"]),

@@ -82,6 +82,13 @@ class Subscription(models.Model):
                 condition=models.Q(status__in=["active", "past_due"]),
                 name="subscription_live_plan_idx",
             ),
+            # overview.selectors.subscription_figures: the steady subscriptions (not ended, paid through the
+            # window's end, started and on their plan before it) counted per plan by an index-only scan.
+            models.Index(
+                fields=["plan", "current_period_end", "created_at", "current_period_start"],
+                condition=models.Q(ended_at__isnull=True),
+                name="subscription_steady_idx",
+            ),
         ]
 
     def __str__(self) -> str:
