@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
     atomic = False
 
     dependencies = [
-        ("billing", "0013_metrics_indexes"),
+        ("billing", "0014_receipt_checks"),
     ]
 
     operations = [
