@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
     atomic = False
 
     dependencies = [
-        ("billing", "0014_receipt_checks"),
+        ("billing", "0015_follower_claims"),
     ]
 
     operations = [
