@@ -192,6 +192,19 @@ class ServiceAdminMixin:
             setattr(obj, field.attname, getattr(saved, field.attname))
         obj._state.adding = False
 
+    def delete_model(self, request, obj):
+        from billing.services.operator import acting_user
+
+        with acting_user(request.user):
+            catalog.catalog_delete(instance=obj)
+
+    def delete_queryset(self, request, queryset):
+        from billing.services.operator import acting_user
+
+        with acting_user(request.user):
+            for obj in queryset:
+                catalog.catalog_delete(instance=obj)
+
     def save_related(self, request, form, formsets, change):
         # Many-to-many links were written by the service; inlines still save through their formsets.
         for formset in formsets:

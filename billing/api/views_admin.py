@@ -42,7 +42,7 @@ from billing.api.serializers import (
 )
 from billing.filters import OutboxDeliveryFilter, TransactionFilter
 from billing.models import OutboxDelivery
-from billing.services import operator
+from billing.services import catalog, operator
 from billing_project.api_errors import ApiError
 from billing_project.logging import mask_url
 
@@ -64,7 +64,7 @@ class AuditedWriteMixin:
     def perform_destroy(self, instance):
         try:
             with operator.acting_user(self.request.user):
-                instance.delete()
+                catalog.catalog_delete(instance=instance)
         except ProtectedError:
             raise ApiError(
                 "in_use",

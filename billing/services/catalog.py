@@ -346,3 +346,23 @@ def crypto_config_update(*, data: dict[str, Any], fallback_networks: list[Networ
             for position, network in enumerate(fallback_networks):
                 NetworkFallback.objects.create(config=config, network=network, position=position)
     return config
+
+
+# --- deletes ---------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def catalog_delete(*, instance: Plan | PaymentProvider | PaymentContract | Network | Token) -> None:
+    """Delete one catalog row, as the admin and the API do. Raises ProtectedError while other rows (plans,
+    transactions, ...) refer to it. Providers that listed a deleted network, token or contract get their
+    config rebuilt in the same transaction."""
+    touching: list[PaymentProvider] = []
+    if isinstance(instance, Network):
+        touching = list(_providers_touching(network_ids=[instance.pk]))
+    elif isinstance(instance, Token):
+        touching = list(_providers_touching(token_ids=[instance.pk]))
+    elif isinstance(instance, PaymentContract):
+        touching = list(_providers_touching(contract_id=instance.pk))
+    instance.delete()
+    remaining = set(PaymentProvider.objects.filter(pk__in=[p.pk for p in touching]).values_list("pk", flat=True))
+    providers_rebuild_config(providers=[p for p in touching if p.pk in remaining])
