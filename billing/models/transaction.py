@@ -98,6 +98,10 @@ class PaymentTransaction(models.Model):
     # due) and how many checks found nothing final yet.
     receipt_next_check_at = models.DateTimeField(null=True, blank=True)
     receipt_checks = models.PositiveIntegerField(default=0)
+    # Re-verification of a recent confirmation (billing.services.reverify): claimed by a pass while it is
+    # checked, or backing off after failed checks (null: due at the next pass).
+    reverify_next_at = models.DateTimeField(null=True, blank=True)
+    reverify_failures = models.PositiveIntegerField(default=0)
     confirmed_at = models.DateTimeField(null=True, blank=True)
     refunded_at = models.DateTimeField(null=True, blank=True)
     refund_tx_hash = models.CharField(max_length=66, blank=True)

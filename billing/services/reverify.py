@@ -18,12 +18,14 @@ from datetime import datetime, timedelta
 
 import structlog
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from billing import metrics
 from billing.chain.confirmation import applicable_block
 from billing.models import ChainEvent, PaymentTransaction, TransactionStatusChange, TxStatus
+from billing.retry import backoff_seconds
 from billing.services.chain_sync import chain_events_gone, observed_from_raw
 from billing.services.payments import GasFacts, payment_observe_paid, payment_reorged_out
 
@@ -36,21 +38,58 @@ def _window() -> timedelta:
 
 
 def payments_reverify_due_ids(*, now: datetime | None = None, limit: int = 200) -> list[int]:
-    """Recent confirmations the follower has not passed yet, and recent reorg victims, oldest first."""
-    since = (now or timezone.now()) - _window()
+    """Recent confirmations the follower has not passed yet, and recent reorg victims, oldest first (a read:
+    a pass claims them with payments_reverify_claim_due)."""
+    return list(_due_rows(now=now).order_by("block_number", "pk").values_list("pk", flat=True)[:limit])
+
+
+def _due_rows(*, now: datetime | None = None):
+    now = now or timezone.now()
+    since = now - _window()
     reorged = TransactionStatusChange.objects.filter(
         transaction=OuterRef("pk"), to_status=TxStatus.NEEDS_REVIEW, details__reorg=True, created_at__gte=since
     )
     not_followed = Q(contract__cursor__isnull=True) | Q(block_number__gt=F("contract__cursor__last_block"))
-    return list(
+    return (
         PaymentTransaction.objects.filter(tx_hash__isnull=False, block_number__isnull=False)
         .filter(
             (Q(status=TxStatus.CONFIRMED, confirmed_at__gte=since) & not_followed)
             | Q(Exists(reorged), status=TxStatus.NEEDS_REVIEW, refund_tx_hash="")
         )
-        .order_by("block_number", "pk")
-        .values_list("pk", flat=True)[:limit]
+        .filter(Q(reverify_next_at__isnull=True) | Q(reverify_next_at__lte=now))
     )
+
+
+REVERIFY_CLAIM_LEASE = timedelta(minutes=5)  # longer than a pass can take (the task's time limit)
+REVERIFY_BACKOFF_BASE_SECONDS = 30.0
+REVERIFY_BACKOFF_MAX_SECONDS = 600.0
+
+
+def payments_reverify_claim_due(*, now: datetime | None = None, limit: int = 200) -> list[int]:
+    """Claim the due payments for one pass: locked with SKIP LOCKED (a concurrent pass takes others) and made
+    not-due for the lease, in the same transaction; each is released (due at the next pass) or backed off
+    once checked."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        due = _due_rows(now=now).select_for_update(skip_locked=True, of=("self",)).order_by("block_number", "pk")
+        ids = list(due.values_list("pk", flat=True)[:limit])
+        if ids:
+            PaymentTransaction.objects.filter(pk__in=ids).update(reverify_next_at=now + REVERIFY_CLAIM_LEASE)
+    return ids
+
+
+def _release(pk: int, outcome: str) -> None:
+    """Checked: due again at the next pass; a check that could not be made (chain unavailable, an error)
+    waits billing.retry.backoff_seconds(failures in a row)."""
+    if outcome in ("unavailable", "error"):
+        row = PaymentTransaction.objects.filter(pk=pk).only("reverify_failures").first()
+        failures = (row.reverify_failures if row else 0) + 1
+        delay = backoff_seconds(failures, base=REVERIFY_BACKOFF_BASE_SECONDS, cap=REVERIFY_BACKOFF_MAX_SECONDS)
+        PaymentTransaction.objects.filter(pk=pk).update(
+            reverify_failures=failures, reverify_next_at=timezone.now() + timedelta(seconds=delay)
+        )
+    else:
+        PaymentTransaction.objects.filter(pk=pk).update(reverify_failures=0, reverify_next_at=None)
 
 
 def _paid_log(tx: PaymentTransaction, receipt: dict | None):
@@ -116,7 +155,7 @@ def payments_reverify_run(*, now: datetime | None = None, limit: int = 200) -> d
 
     outcomes: dict[str, int] = {}
     clients: dict[int, object] = {}
-    for pk in payments_reverify_due_ids(now=now, limit=limit):
+    for pk in payments_reverify_claim_due(now=now, limit=limit):
         try:
             tx = PaymentTransaction.objects.select_related("contract__network").get(pk=pk)
             client = clients.get(tx.contract_id)
@@ -126,6 +165,7 @@ def payments_reverify_run(*, now: datetime | None = None, limit: int = 200) -> d
         except Exception as exc:  # one row never stops the others
             log.warning("reverify.failed", transaction_id=pk, error=f"{type(exc).__name__}: {exc}"[:500])
             outcome = "error"
+        _release(pk, outcome)
         metrics.PAYMENTS_REVERIFIED.labels(outcome=outcome).inc()
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
     if outcomes:
