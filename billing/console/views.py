@@ -18,6 +18,7 @@ from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils.dateparse import parse_datetime
+from django.views.decorators.http import require_POST
 from rest_framework.exceptions import ValidationError as DrfValidationError
 
 from billing import selectors
@@ -225,6 +226,7 @@ def provider_preview(request: HttpRequest) -> HttpResponse:
 
 
 @console_view
+@require_POST
 def provider_save(request: HttpRequest, slug: str | None = None) -> HttpResponse:
     provider = get_object_or_404(selectors.provider_queryset(), slug=slug) if slug else None
     form = ProviderForm(request.POST)
@@ -543,16 +545,19 @@ def _run_tx_action(request: HttpRequest, public_id: str, action) -> HttpResponse
 
 
 @console_view
+@require_POST
 def transaction_refund(request: HttpRequest, public_id: str) -> HttpResponse:
     return _run_tx_action(request, public_id, operator.transaction_refund)
 
 
 @console_view
+@require_POST
 def transaction_reprocess(request: HttpRequest, public_id: str) -> HttpResponse:
     return _run_tx_action(request, public_id, operator.transaction_reprocess)
 
 
 @console_view
+@require_POST
 def transaction_retry_refund(request: HttpRequest, public_id: str) -> HttpResponse:
     """A new attempt for a refund that failed (reverted, stuck at the gas cap, never sent)."""
     return _run_tx_action(request, public_id, operator.transaction_refund_retry)
@@ -602,6 +607,7 @@ def crypto_tab(request: HttpRequest) -> HttpResponse:
 
 
 @console_view
+@require_POST
 def crypto_config_save(request: HttpRequest) -> HttpResponse:
     form = CryptoConfigForm(request.POST)
     form.is_valid()
@@ -626,6 +632,7 @@ def crypto_config_save(request: HttpRequest) -> HttpResponse:
 
 
 @console_view
+@require_POST
 def network_save(request: HttpRequest, slug: str) -> HttpResponse:
     """Endpoint list and confirmation depth of one network, through NetworkSerializer (the API's)."""
     network = get_object_or_404(selectors.network_queryset(), slug=slug)
@@ -676,6 +683,7 @@ def _network_errors(errors: dict) -> dict:
 
 
 @console_view
+@require_POST
 def test_connection(request: HttpRequest) -> HttpResponse:
     """Probe every RPC endpoint of every enabled network for real (billing.chain.probe), audited."""
     results = operator.test_connection(actor=request.user)
@@ -713,6 +721,7 @@ def operations_tab(request: HttpRequest) -> HttpResponse:
 
 
 @console_view
+@require_POST
 def outbox_replay(request: HttpRequest, pk: int) -> HttpResponse:
     delivery = get_object_or_404(OutboxDelivery, pk=pk)
     try:
@@ -727,6 +736,7 @@ def outbox_replay(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @console_view
+@require_POST
 def inbound_reprocess(request: HttpRequest, pk: int) -> HttpResponse:
     event = get_object_or_404(InboundEvent.objects.select_related("contract"), pk=pk)
     reason = (request.POST.get("reason") or request.headers.get("HX-Prompt") or "").strip()
@@ -739,6 +749,7 @@ def inbound_reprocess(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @console_view
+@require_POST
 def contract_withdraw(request: HttpRequest, slug: str) -> HttpResponse:
     """Withdraw to the treasury (operator.contract_withdraw): the form's token (empty: the native coin),
     amount (empty: the whole available balance) and reason."""
