@@ -14,9 +14,9 @@ from eth_utils import to_checksum_address
 
 from billing import signing
 from billing.chain.abi import decode_call
+from billing.chain.logs import observed_from_raw
 from billing.models import PaymentContract
 from billing.retry import backoff_seconds
-from billing.services.chain_sync import observed_from_raw
 
 log = structlog.get_logger(__name__)
 EVENT_TYPES = {"Paid": "payment.confirmed", "Refunded": "payment.refunded"}

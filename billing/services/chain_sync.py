@@ -33,17 +33,15 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
-from eth_utils import to_checksum_address
 
 from billing import metrics
-from billing.chain.abi import LogDecoder, checksum, decode_log, event_topics
+from billing.chain.abi import LogDecoder, event_topics
 from billing.chain.confirmation import applicable_block
+from billing.chain.logs import GasFacts, ObservedLog, hex_int, observed_from_raw
 from billing.models import ChainBlock, ChainCursor, ChainEvent, PaymentContract, Token
 from billing.retry import backoff_seconds
 from billing.services.notices import ops_notice
 from billing.services.payments import (
-    GasFacts,
-    ObservedLog,
     payment_observe_paid,
     payment_observe_refunded,
     payment_observe_transfer,
@@ -81,27 +79,6 @@ class SyncResult:
     reorgs: int = 0
     failed_events: int = 0
     busy: bool = False
-
-
-def _int(value) -> int:
-    return int(value, 16) if isinstance(value, str) else int(value)
-
-
-def observed_from_raw(chain_id: int, abi: list, raw: dict, decoder: LogDecoder | None = None) -> ObservedLog | None:
-    decoded = decoder.decode(raw) if decoder is not None else decode_log(abi, raw)
-    if decoded is None:
-        return None
-    name, args = decoded
-    return ObservedLog(
-        name=name,
-        chain_id=chain_id,
-        address=checksum(raw["address"]) if decoder is not None else to_checksum_address(raw["address"]),
-        tx_hash=raw["transactionHash"].lower(),
-        log_index=_int(raw["logIndex"]),
-        block_number=_int(raw["blockNumber"]),
-        block_hash=raw["blockHash"].lower(),
-        args=args,
-    )
 
 
 def _pad_address(address: str) -> str:
@@ -299,10 +276,10 @@ def _cut(raw: list[dict], start: int, end: int, limit: int) -> tuple[list[dict],
     decoding, so the logs past the cut cost only their share of the eth_getLogs answer."""
     if len(raw) <= limit:
         return raw, end
-    numbers = sorted(_int(r["blockNumber"]) for r in raw)
+    numbers = sorted(hex_int(r["blockNumber"]) for r in raw)
     cut = numbers[limit]  # the first block that does not fit whole
     end = cut - 1 if cut > start else cut
-    return [r for r in raw if _int(r["blockNumber"]) <= end], end
+    return [r for r in raw if hex_int(r["blockNumber"]) <= end], end
 
 
 def contract_sync(*, contract_id: int, client=None, max_batches: int = 20, batch_size: int | None = None) -> SyncResult:

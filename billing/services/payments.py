@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
@@ -17,6 +17,7 @@ from eth_utils import to_checksum_address
 
 from billing import metrics
 from billing.chain.abi import checksum
+from billing.chain.logs import GasFacts, ObservedLog
 from billing.fields import ZERO_ADDRESS
 from billing.models import (
     ChainEvent,
@@ -39,40 +40,6 @@ from billing.services.subscriptions import (
 )
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class ObservedLog:
-    """One decoded log, read from the chain (never from a webhook body)."""
-
-    name: str  # Paid | Refunded | Withdrawn | Transfer
-    chain_id: int
-    address: str  # emitting contract
-    tx_hash: str
-    log_index: int
-    block_number: int
-    block_hash: str
-    args: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class GasFacts:
-    gas_used: int | None = None
-    effective_gas_price: int | None = None
-
-    @property
-    def fee(self) -> int | None:
-        if self.gas_used is None or self.effective_gas_price is None:
-            return None
-        return self.gas_used * self.effective_gas_price
-
-    @classmethod
-    def from_receipt(cls, receipt: dict | None) -> GasFacts:
-        if not receipt:
-            return cls()
-        gas = receipt.get("gasUsed")
-        price = receipt.get("effectiveGasPrice")
-        return cls(int(gas, 16) if gas else None, int(price, 16) if price else None)
 
 
 @dataclass(frozen=True)

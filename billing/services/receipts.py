@@ -14,13 +14,13 @@ from django.db.models import Q
 from django.utils import timezone
 
 from billing.chain.confirmation import applicable_block
+from billing.chain.logs import GasFacts, observed_from_raw
 from billing.chain.reverts import revert_reason
 from billing.dispatch import enqueue_on_commit
 from billing.models import PaymentTransaction, TransactionStatusChange, TxStatus
 from billing.retry import backoff_seconds
-from billing.services.chain_sync import observed_from_raw
 from billing.services.ledger import transaction_lock, transaction_set_status
-from billing.services.payments import GasFacts, payment_mark_failed, payment_observe_paid
+from billing.services.payments import payment_mark_failed, payment_observe_paid
 from billing.validators import validate_tx_hash
 from billing_project.errors import ServiceError
 

@@ -86,8 +86,8 @@ def contract_reconcile(
     checked by default only without `from_block`. Raises the chain client's RpcError when the chain cannot
     answer."""
     from billing.chain.confirmation import applicable_block
+    from billing.chain.logs import observed_from_raw
     from billing.chain.rpc import ChainClient
-    from billing.services.chain_sync import observed_from_raw
 
     network = contract.network
     client = client or ChainClient.for_network(network, contract=contract)

@@ -24,10 +24,11 @@ from django.utils import timezone
 
 from billing import metrics
 from billing.chain.confirmation import applicable_block
+from billing.chain.logs import GasFacts, observed_from_raw
 from billing.models import ChainEvent, PaymentTransaction, TransactionStatusChange, TxStatus
 from billing.retry import backoff_seconds
-from billing.services.chain_sync import chain_events_gone, observed_from_raw
-from billing.services.payments import GasFacts, payment_observe_paid, payment_reorged_out
+from billing.services.chain_sync import chain_events_gone
+from billing.services.payments import payment_observe_paid, payment_reorged_out
 
 log = structlog.get_logger(__name__)
 ACTOR = "chain:reverify"

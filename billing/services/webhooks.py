@@ -36,10 +36,10 @@ from eth_utils import is_address
 
 from billing.adapters.registry import get_adapter
 from billing.chain.confirmation import applicable_block
+from billing.chain.logs import observed_from_raw
 from billing.chain.reverts import revert_reason, reverted_call_mismatch
 from billing.models import InboundEvent, PaymentContract, PaymentTransaction
 from billing.retry import retry_at
-from billing.services.chain_sync import observed_from_raw
 from billing.services.payments import (
     GasFacts,
     payment_mark_failed,
