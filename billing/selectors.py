@@ -306,6 +306,30 @@ def transaction_search(
     return qs
 
 
+def transaction_page(qs: QuerySet[PaymentTransaction], limit: int) -> list[PaymentTransaction]:
+    """The first `limit` rows of a ledger list (`qs`: transaction_search() with its order and keyset filter),
+    with the related rows a list shows attached: user, token and network joined; contract, provider and plan
+    read by primary key, each table once.
+
+    With all six joins of transaction_queryset() PostgreSQL spent 20-60 ms planning a page (the join orders
+    times the ledger's indexes on each foreign key) and about 1 ms running it; with three it plans in about
+    1 ms (EXPLAIN (ANALYZE, SUMMARY) at 1,000,000 payments, docs/performance.md, Console)."""
+    rows = list(qs.select_related(None).select_related("user", "token", "network")[:limit])
+    apart = {
+        "contract": PaymentContract.objects.defer("abi", "webhook_secret", "previous_webhook_secret", "fallback_rpc"),
+        "provider": PaymentProvider.objects.defer("config"),
+        "plan": Plan.objects.all(),
+    }
+    for name, related in apart.items():
+        field = PaymentTransaction._meta.get_field(name)
+        ids = {getattr(row, field.attname) for row in rows} - {None}
+        found = related.order_by().in_bulk(ids) if ids else {}
+        for row in rows:
+            pk = getattr(row, field.attname)
+            field.set_cached_value(row, found.get(pk) if pk is not None else None)
+    return rows
+
+
 def transaction_detail(*, public_id) -> PaymentTransaction | None:
     return (
         transaction_queryset()

@@ -443,7 +443,7 @@ def transactions_tab(request: HttpRequest) -> HttpResponse:
         sort = form.cleaned_data.get("sort") or "newest"
         base = selectors.transaction_search(**kwargs)
         cursor = _decode_cursor(request.GET.get("cursor", ""))
-        page = list(_keyset(base, sort, cursor)[: PAGE_SIZE + 1])
+        page = selectors.transaction_page(_keyset(base, sort, cursor), PAGE_SIZE + 1)
         if len(page) > PAGE_SIZE:
             page = page[:PAGE_SIZE]
             last = page[-1]
