@@ -516,14 +516,14 @@ def _run_python(web, reqs, *, label, connections, seconds, ok) -> Result:
 # --- output -------------------------------------------------------------------------------------------------
 
 HEADER = (
-    f"{'run':34} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'CPU ms/req':>10} "
+    f"{'run':40} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'CPU ms/req':>10} "
     f"{'client CPU':>10} {'errors':>6} {'requests':>8}"
 )
 
 
 def row(r: Result) -> str:
     return (
-        f"{r.label:34} {r.rps:8.1f} {r.p50:8.2f} {r.p95:8.2f} {r.p99:8.2f} {r.cpu_ms:10.2f} "
+        f"{r.label:40} {r.rps:8.1f} {r.p50:8.2f} {r.p95:8.2f} {r.p99:8.2f} {r.cpu_ms:10.2f} "
         f"{100 * r.client_share:9.1f}% {r.errors:6d} {r.requests:8d}"
     )
 
