@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from billing.chain.confirmation import applicable_block
 from billing.chain.logs import GasFacts, observed_from_raw
+from billing.chain.receipts import mined_receipt
 from billing.chain.reverts import revert_reason
 from billing.dispatch import enqueue_on_commit
 from billing.models import PaymentTransaction, TransactionStatusChange, TxStatus
@@ -162,24 +163,24 @@ def _check_receipt(*, transaction_id: int, client=None) -> str:
     contract = tx.contract
     client = client or ChainClient.for_network(contract.network, contract=contract)
     try:
-        receipt = client.get_transaction_receipt(tx.tx_hash)
-        applicable = applicable_block(contract.network, client) if receipt else None
+        mined = mined_receipt(client, tx.tx_hash, lambda _block: applicable_block(contract.network, client))
     except RpcError as exc:
         log.info("receipt.chain_unavailable", transaction_id=tx.pk, tx_hash=tx.tx_hash, error=str(exc)[:200])
         return "waiting"
     now = timezone.now()
-    if receipt is None:
+    if mined is None:
         if tx.status == TxStatus.SUBMITTED and tx.expires_at and tx.expires_at + EXPIRY_MARGIN < now:
             payment_mark_failed(tx=tx, reason="not mined before the checkout's deadline", source="chain:receipt")
             return "failed"
         return "waiting"
-    if int(receipt.get("status", "0x1"), 16) == 0:
+    receipt = mined.receipt
+    if mined.reverted:
         if tx.status == TxStatus.FAILED:
             return "duplicate"
         reason = revert_reason(client, contract, tx.tx_hash) or "reverted"
         payment_mark_failed(tx=tx, reason=reason, source="chain:receipt", tx_hash=tx.tx_hash)
         return "failed"
-    if int(receipt["blockNumber"], 16) > applicable:
+    if not mined.deep_enough:
         return "waiting"  # not at the network's confirmation policy yet
     for raw in receipt.get("logs", []):
         if (raw.get("address") or "").lower() != contract.address.lower():

@@ -37,6 +37,7 @@ from eth_utils import is_address
 from billing.adapters.registry import get_adapter
 from billing.chain.confirmation import applicable_block
 from billing.chain.logs import observed_from_raw
+from billing.chain.receipts import mined_receipt
 from billing.chain.reverts import revert_reason, reverted_call_mismatch
 from billing.models import InboundEvent, PaymentContract, PaymentTransaction
 from billing.retry import retry_at
@@ -350,24 +351,25 @@ def _read_chain(event: InboundEvent, chain: ChainView, tx: PaymentTransaction | 
     if chain.down:
         return _ChainFacts(retry=chain.down)
     try:
-        receipt = chain.client.get_transaction_receipt(body["tx_hash"])
-        if receipt is None:
+        mined = mined_receipt(
+            chain.client, body["tx_hash"], lambda block: chain.applicable(contract.network, at_least=block)
+        )
+        if mined is None:
             return _ChainFacts(retry="no receipt on chain yet")
-        block_number = int(receipt["blockNumber"], 16)
-        applicable = chain.applicable(contract.network, at_least=block_number)
     except RpcError as exc:
         error = f"chain unavailable: {exc}"
         if isinstance(exc, AllEndpointsFailed):
             chain.down = error
         return _ChainFacts(retry=error)
-    if block_number > applicable:
+    if not mined.deep_enough:
         network = contract.network
         return _ChainFacts(
             retry=f"waiting for the confirmation policy ({network.confirmation_policy}, depth "
-            f"{network.confirmation_depth}): block {block_number} > {applicable}"
+            f"{network.confirmation_depth}): block {mined.block_number} > {mined.applicable}"
         )
+    receipt = mined.receipt
     reason = None
-    if int(receipt.get("status", "0x1"), 16) != 1 and tx is not None:
+    if mined.reverted and tx is not None:
         try:
             mismatch = reverted_call_mismatch(chain.client, contract, body["tx_hash"], tx.order_id)
         except RpcError as exc:
