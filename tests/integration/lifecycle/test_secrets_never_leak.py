@@ -25,6 +25,28 @@ CANARY_PREVIOUS = "whsec_CANARY_previous_51be02"
 CANARY_RPC = "CANARYRPCKEY4d2e"
 
 
+def stored_errors() -> dict[str, str]:
+    """Every stored error text in the project's apps (outbox and notification last_error, inbound, delivery and
+    operator transaction errors, RPC endpoint health, cursor errors, refund errors, failure reasons): any
+    text field whose name says error or failure, row by row."""
+    from django.apps import apps
+    from django.db import models
+
+    found: dict[str, str] = {}
+    for app in ("billing", "notifications", "profiles"):
+        for model in apps.get_app_config(app).get_models():
+            fields = [
+                f.name
+                for f in model._meta.concrete_fields
+                if isinstance(f, (models.CharField, models.TextField)) and ("error" in f.name or "failure" in f.name)
+            ]
+            for field in fields:
+                values = [v for v in model.objects.values_list(field, flat=True) if v]
+                if values:
+                    found[f"{model._meta.label}.{field}"] = "\n".join(values)
+    return found
+
+
 @pytest.fixture
 def all_logs():
     """Every log line of the test, formatted by the project's JSON formatter, at DEBUG."""
@@ -55,14 +77,21 @@ def test_canaries_never_leak(
     RpcEndpoint.objects.filter(network=world.network).update(url=f"{chain.anvil.url}/?apikey={CANARY_RPC}")
     RpcEndpoint.objects.create(network=world.network, position=5, url=f"http://127.0.0.1:9/{CANARY_RPC}")
     seen: list[str] = []
+    walked: list[str] = []
 
-    def keep(response):
+    def keep(response, expected: int = 200):
+        """Keep what a walked response shows; it must be the answer the flow expects, never an error page
+        (an error page that leaks nothing would prove nothing)."""
         seen.append(response.content.decode(errors="replace"))
+        where = f"{response.request['REQUEST_METHOD']} {response.request['PATH_INFO']}"
+        walked.append(where)
+        assert response.status_code == expected, f"{where}: {response.status_code} {seen[-1][:300]}"
         return response
 
     # A whole payment: checkout, wallet steps, tx report, signed webhook, confirmation at depth, refund.
     body = keep(
-        user_api.post("/v1/billing/checkout", {"plan": "eth-pro", "wallet": PAYERS[0].address}, format="json")
+        user_api.post("/v1/billing/checkout", {"plan": "eth-pro", "wallet": PAYERS[0].address}, format="json"),
+        201,
     ).json()
     (tx_hash,) = send_steps(chain, PAYERS[0], body["payment"])
     keep(user_api.post(f"/v1/billing/checkout/{body['id']}/tx", {"tx_hash": tx_hash}, format="json"))
@@ -74,7 +103,8 @@ def test_canaries_never_leak(
             raw,
             content_type="application/json",
             HTTP_X_BILLING_SIGNATURE=signature,
-        )
+        ),
+        202,
     )
     _, bad = signed_webhook({"id": "x"}, "wrong")
     keep(
@@ -83,7 +113,8 @@ def test_canaries_never_leak(
             raw,
             content_type="application/json",
             HTTP_X_BILLING_SIGNATURE=bad,
-        )
+        ),
+        401,  # refused: the one error this walk expects
     )
     chain.anvil.mine(2)
     inbound_event_process(event_id=contract.inbound_events.get(delivery_id="canary-1").pk)
@@ -151,7 +182,12 @@ def test_canaries_never_leak(
         "quote signer key": ANVIL_KEYS[1][2:],
         "operator key": ANVIL_KEYS[0][2:],
     }
-    for where, text in {"responses and pages": "\n".join(seen), "log lines": logs, "audit entries": audit}.items():
+    errors = stored_errors()
+    # The dead endpoint's probe (test-connection) was recorded: there is something to scan.
+    assert "billing.RpcEndpoint.last_error" in errors, sorted(errors)
+    places = {"responses and pages": "\n".join(seen), "log lines": logs, "audit entries": audit}
+    places.update({f"stored error {name}": text for name, text in errors.items()})
+    for where, text in places.items():
         for name, secret in secrets.items():
             assert secret not in text, f"the {name} appears in {where}"
 
@@ -218,3 +254,79 @@ def test_delivery_errors_never_store_the_url_token(
     assert "outbox.attempt" in logs and "notification.delivery_failed" in logs
     for where, text in {"stored errors, API and pages": "\n".join(seen), "log lines": logs}.items():
         assert CANARY_HOOK not in text, f"the webhook URL token appears in {where}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_never_logs_or_stores_a_secret():
+    """A real `celery worker` (Redis db 15, DEBUG logs) runs the follower against RPC endpoints whose URLs
+    carry a key (the primary and the fallback both refuse) and delivers an ops notice to an external
+    subscriber and to the ops webhook whose URLs carry a token (both refuse). The failures are logged and
+    stored; the worker's whole output and every stored error name no key and no token."""
+    from celery import Celery
+    from django.db import transaction
+
+    from billing.models import ChainCursor, OutboxDelivery
+    from billing.services.notices import ops_notice
+    from notifications.models import Notification
+    from tests.integration.test_api_catalog import build_catalog
+    from tests.processes import CeleryWorker, redis_broker, wait_until
+
+    objects = build_catalog()
+    contract = objects["contract"]
+    contract.webhook_secret = CANARY_PREVIOUS
+    contract.save()
+    contract.rotate_webhook_secret(CANARY_WHSEC)
+    contract.fallback_rpc = f"http://127.0.0.1:9/fallback/{CANARY_RPC}"
+    contract.save()
+    RpcEndpoint.objects.update(url=f"http://127.0.0.1:9/?apikey={CANARY_RPC}")
+    subscribers = (
+        '[{"name": "crm", "url": "http://127.0.0.1:9/services/T0/%s?token=%s", "secret": "%s", "topics": '
+        '["ops.notice.v1"]}]' % (CANARY_HOOK, CANARY_HOOK, CANARY_WHSEC)
+    )
+    env = {
+        "LOG_LEVEL": "DEBUG",
+        "BILLING_EXTERNAL_SUBSCRIBERS": subscribers,
+        "NOTIFICATIONS_OPS_WEBHOOK_URL": f"http://127.0.0.1:9/hooks/{CANARY_HOOK}",
+    }
+    with transaction.atomic():
+        ops_notice(kind="dead_letter", key="canary:worker", title="Canary notice")
+    broker = redis_broker(15)
+    sender = Celery("billing-canary-test", broker=broker)
+    with CeleryWorker("canary", broker=broker, env=env) as worker:
+        sender.send_task("billing.tasks.contract_sync_task", args=[contract.pk])
+        for delivery in OutboxDelivery.objects.all():
+            sender.send_task("billing.tasks.outbox_deliver", args=[delivery.pk])
+
+        def failures_recorded() -> bool:
+            cursor = ChainCursor.objects.filter(contract=contract).first()
+            return bool(cursor and cursor.last_error) and all(
+                d.attempts >= 1 for d in OutboxDelivery.objects.filter(subscriber="crm")
+            )
+
+        wait_until(failures_recorded, timeout=60, what="the sync failure and the delivery attempt", alive=worker.alive)
+        note = Notification.objects.filter(dedupe_key="ops:canary:worker").first()
+        if note is not None:
+            sender.send_task("notifications.tasks.notification_deliver_task", args=[note.pk])
+            wait_until(
+                lambda: bool(Notification.objects.get(pk=note.pk).last_error),
+                timeout=30,
+                what="the ops webhook failure",
+                alive=worker.alive,
+            )
+        output = worker.output()
+    sender.close()
+    # The worker really ran the tasks and said why they failed.
+    assert "chain.sync_failed" in output and "notification.delivery_failed" in output, output[-3000:]
+    errors = stored_errors()
+    assert {"billing.ChainCursor.last_error", "billing.OutboxDelivery.last_error"} <= set(errors), sorted(errors)
+    assert "127.0.0.1" in errors["billing.OutboxDelivery.last_error"]
+    secrets = {
+        "RPC key": CANARY_RPC,
+        "subscriber URL token": CANARY_HOOK,
+        "webhook secret": CANARY_WHSEC,
+        "previous webhook secret": CANARY_PREVIOUS,
+    }
+    places = {"the worker's output": output, **{f"stored error {k}": v for k, v in errors.items()}}
+    for where, text in places.items():
+        for name, secret in secrets.items():
+            assert secret not in text, f"the {name} appears in {where}"
