@@ -22,6 +22,8 @@ from django.utils import timezone
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from billing.chain.logs import GasFacts, ObservedLog
+from billing.fields import ZERO_ADDRESS
 from billing.models import (
     ChainEvent,
     CryptoConfig,
@@ -34,7 +36,7 @@ from billing.models import (
     TxStatus,
 )
 from billing.services import chain_sync
-from billing.services.payments import ZERO_ADDRESS, GasFacts, ObservedLog, payment_observe_paid
+from billing.services.payments import payment_observe_paid
 from tests.factories import (
     PaymentProviderFactory,
     PaymentTransactionFactory,
