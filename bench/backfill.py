@@ -34,6 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 TARGET_RATIO = 0.25
 PRICE_WEI = 5 * 10**15
 
@@ -440,6 +441,23 @@ def _measure(anvil, world, args) -> int:
         f"ratio: {rate / base_rate:.3f} of the faster baseline ({base_rate:,.0f} events/s)  "
         f"{verdict} (target >= {TARGET_RATIO:.2f})"
     )
+    from _report import result
+
+    label = "raw eth_getLogs + eth_abi, same range"
+    target = f">= {TARGET_RATIO:.2f}x baseline"
+    result(
+        "backfill",
+        f"{n:,} Paid events applied",
+        rate,
+        unit="events/s",
+        baseline=base_rate,
+        baseline_label=label,
+        target=target,
+        met=rate >= TARGET_RATIO * base_rate,
+        better="higher",
+    )
+    result("backfill", "CPU per event (this process)", cpu / n * 1000, unit="ms")
+    result("backfill", "SQL statements per event", statements / n, unit="statements")
     if args.profile:
         print(f"profile written to {args.profile}")
     return 0 if ok else 1
