@@ -5,6 +5,7 @@ admin API, audit, metrics) and never appear in any response, page, log line, aud
 from __future__ import annotations
 
 import io
+import json
 import logging
 
 import pytest
@@ -279,9 +280,15 @@ def test_a_real_worker_never_logs_or_stores_a_secret():
     contract.fallback_rpc = f"http://127.0.0.1:9/fallback/{CANARY_RPC}"
     contract.save()
     RpcEndpoint.objects.update(url=f"http://127.0.0.1:9/?apikey={CANARY_RPC}")
-    subscribers = (
-        '[{"name": "crm", "url": "http://127.0.0.1:9/services/T0/%s?token=%s", "secret": "%s", "topics": '
-        '["ops.notice.v1"]}]' % (CANARY_HOOK, CANARY_HOOK, CANARY_WHSEC)
+    subscribers = json.dumps(
+        [
+            {
+                "name": "crm",
+                "url": f"http://127.0.0.1:9/services/T0/{CANARY_HOOK}?token={CANARY_HOOK}",
+                "secret": CANARY_WHSEC,
+                "topics": ["ops.notice.v1"],
+            }
+        ]
     )
     env = {
         "LOG_LEVEL": "DEBUG",
