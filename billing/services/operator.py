@@ -10,7 +10,6 @@ Without an operator key the refund is recorded (refund_requested) and nothing is
 from __future__ import annotations
 
 import contextlib
-import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -21,6 +20,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.models import Q
 
+from billing.chain.sender import operator_account
 from billing.fields import ZERO_ADDRESS
 from billing.models import (
     InboundEvent,
@@ -109,7 +109,7 @@ def transaction_refund(*, tx: PaymentTransaction, actor, reason: str) -> ActionR
 
     The refund transaction is signed by the operator sender (billing.chain.sender); the ledger moves to
     `refunded` when the chain shows the refund event (the chain is the truth), so here only
-    `refund_tx_hash` is recorded. Without the sender module, or without an operator key, the request is
+    `refund_tx_hash` is recorded. Without an operator key the request is
     validated and recorded as an audit entry (actor and reason), and the answer says nothing was sent.
 
     Runs outside any transaction: the operator transaction row is committed (with the payment locked and
@@ -147,13 +147,11 @@ def transaction_refund(*, tx: PaymentTransaction, actor, reason: str) -> ActionR
                 retry_of_error=mask_url(retry_of.error or "")[:300],
             )
         try:
-            sender = importlib.import_module("billing.chain.sender")
-            sender.operator_account()
-        except (ImportError, ImproperlyConfigured) as exc:
+            operator_account()
+        except ImproperlyConfigured:
             audit_note(instance=locked, actor=actor, note="refund_requested", details=details)
             log.info("operator.refund_requested", transaction_id=locked.pk, tx_hash=locked.tx_hash, user_id=actor.pk)
-            why = "no operator key is configured" if isinstance(exc, ImproperlyConfigured) else "no operator sender"
-            return ActionResult("refund_requested", f"Recorded, not sent: {why}.", locked)
+            return ActionResult("refund_requested", "Recorded, not sent: no operator key is configured.", locked)
         from billing.services.operator_txs import operator_tx_create
 
         # The row first (committed with this transaction): the sweep finds it whatever happens next.
@@ -503,7 +501,7 @@ def contract_withdraw(
     if dry_run:
         return WithdrawResult("withdraw_planned", "Dry run: nothing was sent.", plan)
     try:
-        importlib.import_module("billing.chain.sender").operator_account()
+        operator_account()
     except ImproperlyConfigured as exc:
         raise OperatorActionError("not_available", f"Withdrawals need the operator key: {exc}") from None
     from billing.services.operator_txs import (
