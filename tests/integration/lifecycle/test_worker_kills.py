@@ -34,7 +34,7 @@ from billing.models import (
     TransactionStatusChange,
     TxStatus,
 )
-from tests.conftest import token_client
+from tests.conftest import link_wallet, token_client
 from tests.integration.lifecycle.conftest import OWNER, PAYERS, SIGNER, create_checkout, send_raw, sign_step
 from tests.processes import CeleryWorker, redis_broker, wait_until
 
@@ -53,6 +53,8 @@ def broker_url() -> str:
 
 def pay_many(chain, world, users, n: int) -> list[PaymentTransaction]:
     """n checkouts paid on chain, two per block (nonces signed ahead, mined together)."""
+    for user, payer in zip(users, PAYERS, strict=False):  # checkout takes only SIWE-verified payers
+        link_wallet(user, payer.address, move=True)
     clients = [token_client(u) for u in users]
     txs = []
     nonces = {p.address: chain.w3.eth.get_transaction_count(p.address, "pending") for p in PAYERS}
@@ -60,7 +62,7 @@ def pay_many(chain, world, users, n: int) -> list[PaymentTransaction]:
     try:
         for i in range(n):
             payer = PAYERS[i % len(PAYERS)]
-            body = create_checkout(clients[i % len(clients)], "eth-pro", payer)
+            body = create_checkout(clients[i % len(PAYERS)], "eth-pro", payer)  # each user pays from its wallet
             (step,) = body["payment"]["steps"]
             raw = sign_step(chain, payer, step, nonce=nonces[payer.address], gas=300_000)
             nonces[payer.address] += 1
@@ -92,7 +94,7 @@ def test_workers_killed_mid_backfill_lose_and_double_nothing(chain, world, djang
     config = CryptoConfig.load()
     config.get_logs_max_range = 4  # many small batches, so kills can land inside one and between two
     config.save()
-    users = [django_user_model.objects.create_user(username=f"killed-{i}") for i in range(10)]
+    users = [django_user_model.objects.create_user(username=f"killed-{i}") for i in range(len(PAYERS))]
     paid = pay_many(chain, world, users, EVENTS)
     assert len(paid) == EVENTS
     chain.anvil.mine(world.network.confirmation_depth + 1)
