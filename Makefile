@@ -6,6 +6,9 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PIP_FLAGS := --disable-pip-version-check -q
 PYTEST_ARGS ?=
+# The suite runs in two pytest-xdist workers (one per core; much of it waits on chains, processes and browsers),
+# each test file whole in one worker (--dist loadfile), each worker with its own test database.
+PYTEST_WORKERS ?= 2
 
 .PHONY: run test deps pydeps npmdeps sysdeps benchdeps lint check contracts clean-data bench docs-shots
 
@@ -48,7 +51,7 @@ run: deps
 test: deps sysdeps
 	$(PY) -m ruff check .
 	$(PY) manage.py makemigrations --check --dry-run
-	$(PY) -m pytest --create-db $(PYTEST_ARGS)
+	$(PY) -m pytest --create-db -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: pydeps
 	$(PY) -m ruff check .
