@@ -42,14 +42,20 @@ print("RESULT " + json.dumps({"started": started, "ended": ended, "result": repr
 
 def run_twice_at_once(path: str, **kwargs) -> list[dict]:
     """Start two processes that call `path(**kwargs)` at the same wall-clock instant; their timings."""
-    start_at = time.time() + 4.0  # both have imported Django by then
+    return run_at_once([(path, kwargs), (path, kwargs)])
+
+
+def run_at_once(calls: list[tuple[str, dict]]) -> list[dict]:
+    """One process per (dotted path, kwargs), each calling it at the same wall-clock instant; their timings
+    ({"started", "ended", "result"}) in the order given."""
+    start_at = time.time() + 4.0  # every process has imported Django by then
     procs = [
         Process(f"sweep-{i}", [sys.executable, "-c", RUNNER, path, json.dumps(kwargs), str(start_at)], child_env())
-        for i in range(2)
+        for i, (path, kwargs) in enumerate(calls)
     ]
     try:
         for proc in procs:
-            wait_until(lambda p=proc: not p.alive(), timeout=120, what=f"{path} to finish")
+            wait_until(lambda p=proc: not p.alive(), timeout=120, what=f"{proc.name} to finish")
         runs = []
         for proc in procs:
             out = proc.output()
