@@ -297,7 +297,7 @@ def test_a_real_worker_never_logs_or_stores_a_secret():
     }
     with transaction.atomic():
         ops_notice(kind="dead_letter", key="canary:worker", title="Canary notice")
-    broker = redis_broker(15)
+    broker = redis_broker(10)  # 15 is the outbox relay kill test's: files may run at once (xdist)
     sender = Celery("billing-canary-test", broker=broker)
     with CeleryWorker("canary", broker=broker, env=env) as worker:
         sender.send_task("billing.tasks.contract_sync_task", args=[contract.pk])
