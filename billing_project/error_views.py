@@ -1,4 +1,8 @@
-"""Answers for requests that failed because the database is unreachable (a restart, a failover, a network cut).
+"""The project's 404 and 500 handlers: API paths (/v1/) always answer in the API's error shape, never an HTML page.
+
+404: a path no route matches (an unknown resource, a malformed slug) answers `not_found` under /v1/.
+
+500: requests that failed because the database is unreachable (a restart, a failover, a network cut).
 
 Django's handler500 runs inside the `except` block of the request that failed, so it can see the exception:
 a database connection error becomes 503 with `Retry-After` (the API's error shape under /v1/, a short page
@@ -13,7 +17,7 @@ import sys
 
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.views.defaults import server_error
+from django.views.defaults import page_not_found, server_error
 
 from billing_project.api_errors import error_body
 
@@ -26,6 +30,12 @@ def _database_unreachable(exc: BaseException | None) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if request.path.startswith("/v1/"):
+        return JsonResponse(error_body("not_found", "No such resource."), status=404)
+    return page_not_found(request, exception)
 
 
 def handler500(request: HttpRequest) -> HttpResponse:

@@ -186,6 +186,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Every operation documents the common error answers (400/401/403/404/409/429/503) in the one error shape.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "billing_project.openapi.add_error_responses",
+    ],
     # Several models have a `status`; name each choice set once so the schema has no ambiguous enums.
     "ENUM_NAME_OVERRIDES": {
         "TxStatusEnum": "billing.models.transaction.TxStatus",

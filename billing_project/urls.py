@@ -18,4 +18,5 @@ urlpatterns = [
     path("v1/notifications", include("notifications.urls")),
 ]
 
-handler500 = "billing_project.unavailable.handler500"
+handler500 = "billing_project.error_views.handler500"
+handler404 = "billing_project.error_views.handler404"
