@@ -151,17 +151,9 @@ class _Workers:
                                                stderr=subprocess.STDOUT, start_new_session=True))  # fmt: skip
 
     def stop(self) -> None:
-        import signal
+        from _timing import stop_workers
 
-        for proc in self.procs:
-            if proc.poll() is None:  # the main process only: a warm shutdown (its pool children finish first)
-                os.kill(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        stop_workers(self.procs, timeout=30)
 
 
 def _scaled_backfill(contract, end: int) -> tuple[float, int]:

@@ -23,7 +23,6 @@ import importlib.util
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,6 +58,7 @@ def main() -> int:
     import django
 
     django.setup()
+    from _timing import interleaved, p95
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
     from django.core.cache import cache
@@ -114,34 +114,8 @@ def main() -> int:
     ]
     targeted = {"transactions", "transactions?filtered", "overview page"}
 
-    statements = 0
-
-    def count_statements(execute, sql, params, many, context):
-        nonlocal statements
-        statements += 1
-        return execute(sql, params, many, context)
-
     def timed(call, base) -> dict:
-        nonlocal statements
-        for _ in range(2):
-            call()
-            base()
-        walls, cpus, bases, sql = [], [], [], 0
-        for _ in range(args.runs):
-            statements = 0
-            with connection.execute_wrapper(count_statements):
-                c0, t0 = time.process_time(), time.perf_counter()
-                call()
-                walls.append((time.perf_counter() - t0) * 1000)
-                cpus.append((time.process_time() - c0) * 1000)
-            sql += statements
-            t0 = time.perf_counter()
-            base()
-            bases.append((time.perf_counter() - t0) * 1000)
-        return {"walls": sorted(walls), "cpus": cpus, "bases": sorted(bases), "sql": sql / args.runs}
-
-    def p95(values: list[float]) -> float:
-        return values[max(0, int(round(len(values) * 0.95)) - 1)]
+        return interleaved(call, base, args.runs)
 
     print(
         f"ledger: {payments} payments, {subscriptions} subscriptions; period {args.period}; filtered = {filtered}; "

@@ -19,7 +19,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,6 +105,7 @@ def main() -> int:
     import django
 
     django.setup()
+    from _timing import interleaved, p95
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
     from django.core.cache import cache
@@ -129,13 +129,6 @@ def main() -> int:
         cur.execute("SELECT count(*) FROM billing_subscription")
         subscriptions = cur.fetchone()[0]
 
-    statements = 0
-
-    def count_statements(execute, sql, params, many, context):
-        nonlocal statements
-        statements += 1
-        return execute(sql, params, many, context)
-
     window = resolve_period(name=args.period, start=None, end=None, now=timezone.now())
     params = {"start": window.start, "end": window.end, "prev": window.previous.start}
 
@@ -149,26 +142,7 @@ def main() -> int:
 
     def timed(call) -> dict:
         """`runs` calls of `call`, each followed by one of the hand SQL: both see the same load."""
-        nonlocal statements
-        for _ in range(2):
-            call()
-            hand()
-        walls, cpus, bases, sql = [], [], [], 0
-        for _ in range(args.runs):
-            statements = 0
-            with connection.execute_wrapper(count_statements):
-                c0, t0 = time.process_time(), time.perf_counter()
-                call()
-                walls.append((time.perf_counter() - t0) * 1000)
-                cpus.append((time.process_time() - c0) * 1000)
-            sql += statements
-            t0 = time.perf_counter()
-            hand()
-            bases.append((time.perf_counter() - t0) * 1000)
-        return {"walls": sorted(walls), "cpus": cpus, "bases": sorted(bases), "sql": sql / args.runs}
-
-    def p95(values: list[float]) -> float:
-        return values[max(0, int(round(len(values) * 0.95)) - 1)]
+        return interleaved(call, hand, args.runs)
 
     print(
         f"ledger: {payments} payments, {subscriptions} subscriptions; period {args.period}; "

@@ -180,17 +180,9 @@ class Deployment:
         return " + ".join(f"worker --concurrency {c}" for _, c in shape)
 
     def stop(self) -> None:
-        import signal
+        from _timing import stop_workers
 
-        for proc in self.workers:
-            if proc.poll() is None:  # the main process only: a warm shutdown (its pool children finish first)
-                os.kill(proc.pid, signal.SIGTERM)
-        for proc in self.workers:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        stop_workers(self.workers, timeout=20)
         if self.stop_db is not None:
             from django.db import connections
 

@@ -34,7 +34,7 @@ def test_small_backfill_applies_every_payment_and_prints_the_ratio(bench_databas
     run = subprocess.run(
         # One mode (embedded: its SQL statements and CPU per event are measured in the process); make bench runs
         # both, and the webhook bench's suite run covers the scaled mode's workers.
-        [sys.executable, "bench/backfill.py", "--mode", "embedded", "--events", str(EVENTS)],
+        [sys.executable, "bench/backfill.py", "--mode", "embedded", "--events", str(EVENTS), "--per-block", "1"],
         cwd=ROOT,
         env=env,
         capture_output=True,
