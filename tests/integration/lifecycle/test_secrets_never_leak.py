@@ -311,15 +311,22 @@ def test_a_real_worker_never_logs_or_stores_a_secret():
             )
 
         wait_until(failures_recorded, timeout=60, what="the sync failure and the delivery attempt", alive=worker.alive)
-        note = Notification.objects.filter(dedupe_key="ops:canary:worker").first()
-        if note is not None:
-            sender.send_task("notifications.tasks.notification_deliver_task", args=[note.pk])
-            wait_until(
-                lambda: bool(Notification.objects.get(pk=note.pk).last_error),
-                timeout=30,
-                what="the ops webhook failure",
-                alive=worker.alive,
-            )
+        # The ops notice reaches notifications through its own outbox delivery, which the worker may not have
+        # made yet: wait for the row rather than skip the ops webhook's failure.
+        wait_until(
+            lambda: Notification.objects.filter(dedupe_key="ops:canary:worker").exists(),
+            timeout=60,
+            what="the ops notice's notification",
+            alive=worker.alive,
+        )
+        note = Notification.objects.get(dedupe_key="ops:canary:worker")
+        sender.send_task("notifications.tasks.notification_deliver_task", args=[note.pk])
+        wait_until(
+            lambda: bool(Notification.objects.get(pk=note.pk).last_error),
+            timeout=30,
+            what="the ops webhook failure",
+            alive=worker.alive,
+        )
         output = worker.output()
     sender.close()
     # The worker really ran the tasks and said why they failed.
