@@ -59,3 +59,24 @@ def stop_workers(procs, *, timeout: float) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
+
+
+def ledger_bench_setup(description: str, *, runs: int) -> tuple:
+    """The arguments and environment of the benches over the 1M-payment ledger database (overview, console):
+    (args, database URL). bench/run_all.py passes its own arguments to every script, so unknown ones pass."""
+    import argparse
+    import os
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--payments", type=int, default=1_000_000)
+    parser.add_argument("--subscriptions", type=int, default=100_000)
+    parser.add_argument("--days", type=int, default=730, help="History the payments are spread over, evenly.")
+    parser.add_argument("--runs", type=int, default=runs)
+    parser.add_argument("--period", default="30d")
+    args, _ = parser.parse_known_args()
+    url = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/billing_bench_overview")
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "billing_project.settings")
+    os.environ.setdefault("LOG_LEVEL", "ERROR")
+    os.environ.pop("REDIS_URL", None)  # the balance cache lives in this process (locmem), as in a test
+    return args, url

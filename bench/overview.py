@@ -15,7 +15,6 @@ baseline's p95. Exits 0 whether the target is met or not (the figures are the re
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -87,18 +86,9 @@ UNION ALL SELECT 'subs', past_due, new, churned, NULL FROM subs
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--payments", type=int, default=1_000_000)
-    parser.add_argument("--subscriptions", type=int, default=100_000)
-    parser.add_argument("--days", type=int, default=730, help="History the payments are spread over, evenly.")
-    parser.add_argument("--runs", type=int, default=50)
-    parser.add_argument("--period", default="30d")
-    args, _ = parser.parse_known_args()  # bench/run_all.py passes its arguments to every script
-    url = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/billing_bench_overview")
-    os.environ["DATABASE_URL"] = url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "billing_project.settings")
-    os.environ.setdefault("LOG_LEVEL", "ERROR")
-    os.environ.pop("REDIS_URL", None)  # the balance cache lives in this process (locmem), as in a test
+    from _timing import ledger_bench_setup
+
+    args, url = ledger_bench_setup(__doc__.splitlines()[0], runs=50)
     load_before = os.getloadavg()
     _ensure_database(url, args)
 
