@@ -16,11 +16,19 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from billing.retry import retry_at
+from billing.attempts import Attempts
 from billing_project.logging import error_text
 from notifications.models import Notification
 
 log = structlog.get_logger(__name__)
+# The delivery-attempt state machine (billing.attempts) over notification rows.
+ATTEMPTS = Attempts(
+    model=Notification,
+    pending=Notification.Status.PENDING,
+    done=Notification.Status.SENT,
+    dead=Notification.Status.FAILED,
+    done_at="sent_at",
+)
 
 
 def _send(notification: Notification) -> None:
@@ -58,10 +66,6 @@ def _send(notification: Notification) -> None:
 CLAIM_LEASE = timedelta(minutes=2)  # longer than one send can take (NOTIFICATIONS_HTTP_TIMEOUT, SMTP)
 
 
-def _due(notification: Notification, now) -> bool:
-    return notification.next_attempt_at is None or notification.next_attempt_at <= now
-
-
 def notification_deliver(*, notification_id: int, force: bool = False, claim: datetime | None = None) -> str:
     """sent | retry | failed | skipped (taken elsewhere, already final, or not due yet).
 
@@ -69,32 +73,25 @@ def notification_deliver(*, notification_id: int, force: bool = False, claim: da
     sweep's claim): a call with no `claim` only sends a due row; a sweep passes the `claim` it wrote and sends
     only while that claim is still the row's (a stale or duplicate call is skipped); `force` ignores both."""
     with transaction.atomic():
-        notification = (
-            Notification.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("user")
-            .filter(pk=notification_id, status=Notification.Status.PENDING)
-            .first()
-        )
+        notification = ATTEMPTS.lock(notification_id, related=("user",))
         if notification is None:
             return "skipped"
         now = timezone.now()
-        if not force and (notification.next_attempt_at != claim if claim is not None else not _due(notification, now)):
+        if not ATTEMPTS.is_turn(notification, claim=claim, now=now, force=force):
             return "skipped"
         notification.attempts += 1
         try:
             _send(notification)
         except Exception as exc:  # any failure is a retry, recorded with its reason
             # The ops webhook URL's path is a token (Slack and the like); requests puts it in its errors.
-            notification.last_error = error_text(exc)
-            notification.next_attempt_at = retry_at(
-                attempts=notification.attempts,
-                max_attempts=settings.NOTIFICATIONS_MAX_ATTEMPTS,
+            dead = ATTEMPTS.failed(
+                notification,
+                error=error_text(exc),
                 now=now,
+                max_attempts=settings.NOTIFICATIONS_MAX_ATTEMPTS,
                 base=settings.NOTIFICATIONS_BACKOFF_BASE_SECONDS,
                 cap=settings.NOTIFICATIONS_BACKOFF_MAX_SECONDS,
             )
-            if notification.next_attempt_at is None:
-                notification.status = Notification.Status.FAILED
             notification.save(update_fields=["attempts", "last_error", "status", "next_attempt_at"])
             log.warning(
                 "notification.delivery_failed",
@@ -103,12 +100,8 @@ def notification_deliver(*, notification_id: int, force: bool = False, claim: da
                 attempts=notification.attempts,
                 error=notification.last_error,
             )
-            return "failed" if notification.status == Notification.Status.FAILED else "retry"
-        notification.status = Notification.Status.SENT
-        notification.sent_at = now
-        notification.last_error = ""
-        notification.next_attempt_at = None
-        notification.save(update_fields=["attempts", "last_error", "status", "sent_at", "next_attempt_at"])
+            return "failed" if dead else "retry"
+        notification.save(update_fields=["attempts", *ATTEMPTS.succeeded(notification, now=now)])
     return "sent"
 
 
@@ -128,15 +121,7 @@ def notifications_claim_due(*, limit: int = 500, lease: timedelta = CLAIM_LEASE)
     not-due until the lease ends, in the same transaction. -> [(id, claim)] to pass to notification_deliver."""
     now = timezone.now()
     claim = now + lease
-    with transaction.atomic():
-        ids = list(
-            _due_rows(now)
-            .select_for_update(skip_locked=True)
-            .order_by("created_at")
-            .values_list("pk", flat=True)[:limit]
-        )
-        if ids:
-            Notification.objects.filter(pk__in=ids).update(next_attempt_at=claim)
+    ids = ATTEMPTS.claim_due(_due_rows(now), claim=claim, order_by=("created_at",), limit=limit)
     return [(pk, claim) for pk in ids]
 
 

@@ -19,12 +19,20 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from billing import metrics, signing
+from billing.attempts import Attempts, parse_claim
 from billing.dispatch import enqueue_on_commit
 from billing.models import DeliveryAttempt, OutboxDelivery, OutboxEvent
-from billing.retry import retry_at
 from billing_project.logging import error_text
 
 log = structlog.get_logger(__name__)
+# The delivery-attempt state machine (billing.attempts) over outbox deliveries.
+ATTEMPTS = Attempts(
+    model=OutboxDelivery,
+    pending=OutboxDelivery.Status.PENDING,
+    done=OutboxDelivery.Status.DELIVERED,
+    dead=OutboxDelivery.Status.DEAD,
+    done_at="delivered_at",
+)
 
 
 def _subscribers_for(topic: str) -> list[str]:
@@ -164,25 +172,16 @@ def outbox_delivery_attempt(
     Honours `next_attempt_at`: without `claim` only a due row is attempted (the message sent at emit time);
     with the `claim` a sweep wrote (outbox_claim_due), only while that claim is still the row's, so a stale or
     duplicate message is a no-op. `force` (tests, operator tools) ignores both."""
-    if isinstance(claim, str):
-        claim = datetime.fromisoformat(claim)
+    claim = parse_claim(claim)
     with transaction.atomic():
-        delivery = (
-            # of=self: locking the joined event row too would make a concurrent attempt of the same event's
-            # other subscriber skip its own (unlocked) delivery.
-            OutboxDelivery.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("event")
-            .filter(pk=delivery_id, status=OutboxDelivery.Status.PENDING)
-            .first()
-        )
+        delivery = ATTEMPTS.lock(delivery_id, related=("event",))
         if delivery is None:
             return None
         now = timezone.now()
-        if not force:
-            if claim is not None and delivery.next_attempt_at != claim:
-                return delivery  # re-claimed or attempted since this message was sent
-            if claim is None and delivery.next_attempt_at and delivery.next_attempt_at > now:
-                return delivery  # backing off, or claimed by a sweep whose message will attempt it
+        if not ATTEMPTS.is_turn(delivery, claim=claim, now=now, force=force):
+            # re-claimed or attempted since this message was sent; or backing off, or claimed by a sweep whose
+            # message will attempt it
+            return delivery
         started = time.monotonic()
         status_code = None
         error = ""
@@ -202,22 +201,16 @@ def outbox_delivery_attempt(
             delivery=delivery, ok=ok, status_code=status_code, error=error, duration_ms=duration_ms
         )
         if ok:
-            delivery.status = OutboxDelivery.Status.DELIVERED
-            delivery.delivered_at = now
-            delivery.last_error = ""
-            delivery.next_attempt_at = None
-        else:
-            delivery.last_error = error
-            delivery.next_attempt_at = retry_at(
-                attempts=delivery.attempts,
-                max_attempts=delivery.max_attempts,
-                now=now,
-                base=settings.BILLING_OUTBOX_BACKOFF_BASE_SECONDS,
-                cap=settings.BILLING_OUTBOX_BACKOFF_MAX_SECONDS,
-            )
-            if delivery.next_attempt_at is None:
-                delivery.status = OutboxDelivery.Status.DEAD
-                _dead_letter_notice(delivery, error)
+            ATTEMPTS.succeeded(delivery, now=now)
+        elif ATTEMPTS.failed(
+            delivery,
+            error=error,
+            now=now,
+            max_attempts=delivery.max_attempts,
+            base=settings.BILLING_OUTBOX_BACKOFF_BASE_SECONDS,
+            cap=settings.BILLING_OUTBOX_BACKOFF_MAX_SECONDS,
+        ):
+            _dead_letter_notice(delivery, error)
         delivery.save()
     outcome = {OutboxDelivery.Status.DELIVERED: "delivered", OutboxDelivery.Status.DEAD: "dead"}.get(delivery.status)
     metrics.OUTBOX_DELIVERIES.labels(subscriber=delivery.subscriber, outcome=outcome or "retry").inc()
@@ -282,16 +275,8 @@ def outbox_claim_due(
     sweep sends one message per row carrying its claim, and only that message can attempt it."""
     now = timezone.now()
     claim = now + lease
-    with transaction.atomic():
-        due = (
-            OutboxDelivery.objects.select_for_update(skip_locked=True)
-            .filter(status=OutboxDelivery.Status.PENDING, next_attempt_at__lte=now - grace)
-            .order_by("next_attempt_at")
-        )
-        ids = list(due.values_list("pk", flat=True)[:limit])
-        if ids:
-            OutboxDelivery.objects.filter(pk__in=ids).update(next_attempt_at=claim)
-    return [(pk, claim) for pk in ids]
+    due = OutboxDelivery.objects.filter(status=OutboxDelivery.Status.PENDING, next_attempt_at__lte=now - grace)
+    return [(pk, claim) for pk in ATTEMPTS.claim_due(due, claim=claim, order_by=("next_attempt_at",), limit=limit)]
 
 
 @transaction.atomic

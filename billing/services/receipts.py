@@ -13,13 +13,13 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from billing.attempts import claim_due, count_failure, parse_claim, take
 from billing.chain.confirmation import applicable_block
 from billing.chain.logs import GasFacts, observed_from_raw
 from billing.chain.receipts import mined_receipt
 from billing.chain.reverts import revert_reason
 from billing.dispatch import enqueue_on_commit
 from billing.models import PaymentTransaction, TransactionStatusChange, TxStatus
-from billing.retry import backoff_seconds
 from billing.services.ledger import transaction_lock, transaction_set_status
 from billing.services.payments import payment_mark_failed, payment_observe_paid
 from billing.validators import validate_tx_hash
@@ -105,33 +105,15 @@ def receipts_claim_due(*, limit: int = 500, lease: timedelta = RECEIPT_CLAIM_LEA
     ends, in the same transaction. -> [(id, claim)]: one message per row, carrying its claim."""
     now = timezone.now()
     claim = now + lease
-    with transaction.atomic():
-        due = _receipt_rows(now).select_for_update(skip_locked=True, of=("self",)).order_by("receipt_next_check_at")
-        ids = list(due.values_list("pk", flat=True)[:limit])
-        if ids:
-            PaymentTransaction.objects.filter(pk__in=ids).update(receipt_next_check_at=claim)
-    return [(pk, claim) for pk in ids]
-
-
-def _take(transaction_id: int, claim: datetime | None) -> bool:
-    """Start one check: with a claim, only while it is still the row's; without, only when due. Either way the
-    row's next check moves a lease ahead in the same UPDATE, so a second message gets nothing until this
-    check has recorded its outcome (no two checks of one row at once)."""
-    now = timezone.now()
-    rows = PaymentTransaction.objects.filter(pk=transaction_id)
-    if claim is not None:
-        rows = rows.filter(receipt_next_check_at=claim)
-    else:
-        rows = rows.filter(Q(receipt_next_check_at__isnull=True) | Q(receipt_next_check_at__lte=now))
-    return bool(rows.update(receipt_next_check_at=now + RECEIPT_CLAIM_LEASE))
-
-
-def _check_again_later(tx: PaymentTransaction) -> None:
-    checks = tx.receipt_checks + 1
-    delay = backoff_seconds(checks, base=RECEIPT_BACKOFF_BASE_SECONDS, cap=RECEIPT_BACKOFF_MAX_SECONDS)
-    PaymentTransaction.objects.filter(pk=tx.pk).update(
-        receipt_checks=checks, receipt_next_check_at=timezone.now() + timedelta(seconds=delay)
+    ids = claim_due(
+        _receipt_rows(now),
+        column="receipt_next_check_at",
+        claim=claim,
+        order_by=("receipt_next_check_at",),
+        limit=limit,
+        of=("self",),
     )
+    return [(pk, claim) for pk in ids]
 
 
 def transaction_check_receipt(
@@ -142,15 +124,24 @@ def transaction_check_receipt(
     Messages pass `force=False` and their `claim` (billing.tasks.transaction_track_receipt): a check runs only
     while the claim is the row's (or, without one, when the row is due), and a "waiting" outcome schedules the
     next check with billing.retry.backoff_seconds. Direct calls (tests, operator tools) check at once."""
-    if isinstance(claim, str):
-        claim = datetime.fromisoformat(claim)
-    if not force and not _take(transaction_id, claim):
+    # One check at a time: taking the turn moves the row's next check a lease ahead (billing.attempts.take).
+    if not force and not take(
+        PaymentTransaction.objects.filter(pk=transaction_id),
+        column="receipt_next_check_at",
+        claim=parse_claim(claim),
+        lease=RECEIPT_CLAIM_LEASE,
+    ):
         return "skipped"
     outcome = _check_receipt(transaction_id=transaction_id, client=client)
     if outcome == "waiting":
-        tx = PaymentTransaction.objects.filter(pk=transaction_id).only("pk", "receipt_checks").first()
-        if tx is not None:
-            _check_again_later(tx)
+        count_failure(
+            PaymentTransaction,
+            transaction_id,
+            counter="receipt_checks",
+            column="receipt_next_check_at",
+            base=RECEIPT_BACKOFF_BASE_SECONDS,
+            cap=RECEIPT_BACKOFF_MAX_SECONDS,
+        )
     return outcome
 
 

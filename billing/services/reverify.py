@@ -18,15 +18,14 @@ from datetime import datetime, timedelta
 
 import structlog
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from billing import metrics
+from billing.attempts import claim_due, count_failure
 from billing.chain.confirmation import applicable_block
 from billing.chain.logs import GasFacts, observed_from_raw
 from billing.models import ChainEvent, PaymentTransaction, TransactionStatusChange, TxStatus
-from billing.retry import backoff_seconds
 from billing.services.chain_sync import chain_events_gone
 from billing.services.payments import payment_observe_paid, payment_reorged_out
 
@@ -71,23 +70,27 @@ def payments_reverify_claim_due(*, now: datetime | None = None, limit: int = 200
     not-due for the lease, in the same transaction; each is released (due at the next pass) or backed off
     once checked."""
     now = now or timezone.now()
-    with transaction.atomic():
-        due = _due_rows(now=now).select_for_update(skip_locked=True, of=("self",)).order_by("block_number", "pk")
-        ids = list(due.values_list("pk", flat=True)[:limit])
-        if ids:
-            PaymentTransaction.objects.filter(pk__in=ids).update(reverify_next_at=now + REVERIFY_CLAIM_LEASE)
-    return ids
+    return claim_due(
+        _due_rows(now=now),
+        column="reverify_next_at",
+        claim=now + REVERIFY_CLAIM_LEASE,
+        order_by=("block_number", "pk"),
+        limit=limit,
+        of=("self",),
+    )
 
 
 def _release(pk: int, outcome: str) -> None:
     """Checked: due again at the next pass; a check that could not be made (chain unavailable, an error)
     waits billing.retry.backoff_seconds(failures in a row)."""
     if outcome in ("unavailable", "error"):
-        row = PaymentTransaction.objects.filter(pk=pk).only("reverify_failures").first()
-        failures = (row.reverify_failures if row else 0) + 1
-        delay = backoff_seconds(failures, base=REVERIFY_BACKOFF_BASE_SECONDS, cap=REVERIFY_BACKOFF_MAX_SECONDS)
-        PaymentTransaction.objects.filter(pk=pk).update(
-            reverify_failures=failures, reverify_next_at=timezone.now() + timedelta(seconds=delay)
+        count_failure(
+            PaymentTransaction,
+            pk,
+            counter="reverify_failures",
+            column="reverify_next_at",
+            base=REVERIFY_BACKOFF_BASE_SECONDS,
+            cap=REVERIFY_BACKOFF_MAX_SECONDS,
         )
     else:
         PaymentTransaction.objects.filter(pk=pk).update(reverify_failures=0, reverify_next_at=None)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
@@ -35,12 +34,12 @@ from django.utils import timezone
 from eth_utils import is_address
 
 from billing.adapters.registry import get_adapter
+from billing.attempts import Attempts
 from billing.chain.confirmation import applicable_block
 from billing.chain.logs import observed_from_raw
 from billing.chain.receipts import mined_receipt
 from billing.chain.reverts import revert_reason, reverted_call_mismatch
 from billing.models import InboundEvent, PaymentContract, PaymentTransaction
-from billing.retry import retry_at
 from billing.services.payments import (
     GasFacts,
     payment_mark_failed,
@@ -61,6 +60,16 @@ CLAIM_BATCH = 50
 # worker killed mid-batch leaves rows that come back on their own, and a live one never sees them twice.
 CLAIM_LEASE = timedelta(seconds=180)
 CLAIM_BUDGET_SECONDS = 30.0
+# The delivery-attempt state machine (billing.attempts) over stored deliveries; a finished one is processed,
+# ignored or failed (`_finish`).
+ATTEMPTS = Attempts(
+    model=InboundEvent,
+    pending=InboundEvent.Status.RECEIVED,
+    done=InboundEvent.Status.PROCESSED,
+    dead=InboundEvent.Status.FAILED,
+    done_at="processed_at",
+    error="error",
+)
 
 
 @dataclass(frozen=True)
@@ -280,15 +289,14 @@ def webhook_receive(*, contract_slug: str, raw_body: bytes, signature_header: st
 def _retry_later(event: InboundEvent, error: str) -> str:
     """Record why the delivery could not be applied yet and when it is due again (billing.retry backoff)."""
     event.attempts += 1
-    event.error = mask_url(error)[:2000]
-    event.next_attempt_at = retry_at(
-        attempts=event.attempts,
-        max_attempts=MAX_ATTEMPTS,
+    ATTEMPTS.failed(
+        event,
+        error=mask_url(error)[:2000],
         now=timezone.now(),
+        max_attempts=MAX_ATTEMPTS,
         base=RETRY_BASE_SECONDS,
         cap=RETRY_CAP_SECONDS,
     )
-    event.status = InboundEvent.Status.RECEIVED if event.next_attempt_at else InboundEvent.Status.FAILED
     # Only over a row nobody finished meanwhile (an operator's reprocess may have applied it).
     InboundEvent.objects.filter(pk=event.pk).exclude(status=InboundEvent.Status.PROCESSED).update(
         attempts=event.attempts, error=event.error, status=event.status, next_attempt_at=event.next_attempt_at
@@ -297,13 +305,10 @@ def _retry_later(event: InboundEvent, error: str) -> str:
 
 
 def _finish(event: InboundEvent, status: str, error: str = "", tx: PaymentTransaction | None = None) -> str:
-    event.status = status
-    event.error = error[:2000]
-    event.processed_at = timezone.now()
-    event.next_attempt_at = None
+    fields = ATTEMPTS.succeeded(event, now=timezone.now(), status=status, error=error[:2000])
     if tx is not None:
         event.transaction = tx
-    event.save(update_fields=["status", "error", "processed_at", "next_attempt_at", "transaction"])
+    event.save(update_fields=[*fields, "transaction"])
     return "processed" if status in (InboundEvent.Status.PROCESSED, InboundEvent.Status.IGNORED) else "failed"
 
 
@@ -444,12 +449,7 @@ def _process(event: InboundEvent, chain: ChainView, *, force: bool = False) -> s
     with transaction.atomic():
         # of=self: FOR UPDATE on the joined contract row would block every ledger insert's foreign-key check
         # on that contract until we commit, and deadlock with the follower inserting the same log.
-        locked = (
-            InboundEvent.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("contract__network")
-            .filter(pk=event.pk)
-            .first()
-        )
+        locked = ATTEMPTS.lock(event.pk, related=("contract__network",), pending_only=False)
         if locked is None:
             return "retry"  # someone else (an operator's reprocess) holds it right now
         if locked.status != InboundEvent.Status.RECEIVED and not force:
@@ -483,23 +483,8 @@ def inbound_events_claim(*, limit: int = CLAIM_BATCH, lease: timedelta = CLAIM_L
     """Claim up to `limit` due deliveries for this worker: locked with SKIP LOCKED (a concurrent claimer
     takes the next ones) and made not-due until the lease ends, in the same transaction."""
     now = timezone.now()
-    with transaction.atomic():
-        ids = list(
-            InboundEvent.objects.select_for_update(skip_locked=True)
-            .filter(status=InboundEvent.Status.RECEIVED, next_attempt_at__lte=now)
-            .order_by("next_attempt_at", "pk")
-            .values_list("pk", flat=True)[:limit]
-        )
-        if ids:
-            InboundEvent.objects.filter(pk__in=ids).update(next_attempt_at=now + lease)
-    return ids
-
-
-def _release(ids: Iterable[int]) -> None:
-    """Claimed but not attempted (the time budget ran out): due again now, for the next claim."""
-    InboundEvent.objects.filter(pk__in=list(ids), status=InboundEvent.Status.RECEIVED).update(
-        next_attempt_at=timezone.now()
-    )
+    due = InboundEvent.objects.filter(status=InboundEvent.Status.RECEIVED, next_attempt_at__lte=now)
+    return ATTEMPTS.claim_due(due, claim=now + lease, order_by=("next_attempt_at", "pk"), limit=limit)
 
 
 @dataclass
@@ -523,7 +508,7 @@ def inbound_events_verify(*, event_ids: list[int], deadline: float | None = None
     for index, event in enumerate(events):
         if deadline is not None and time.monotonic() > deadline:
             left = [e.pk for e in events[index:]]
-            _release(left)
+            ATTEMPTS.release(left)  # claimed but not attempted: due again now, for the next claim
             report.released += len(left)
             return
         try:
