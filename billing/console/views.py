@@ -403,7 +403,7 @@ def _tx_row(tx: PaymentTransaction, params: QueryDict | None = None) -> dict:
 
 def _can_refund(tx: PaymentTransaction) -> bool:
     """A first refund: none sent yet (a failed one offers Retry refund instead)."""
-    return can_transition(tx.status, TxStatus.REFUNDED) and not tx.refund_tx_hash and not tx.refund_status
+    return can_transition(tx.status, TxStatus.REFUNDED) and not tx.refund_outstanding and not tx.refund_status
 
 
 def _can_retry_refund(tx: PaymentTransaction) -> bool:

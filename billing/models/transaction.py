@@ -240,6 +240,15 @@ class PaymentTransaction(models.Model):
     def explorer_url(self) -> str:
         return self.network.tx_url(self.tx_hash)
 
+    @property
+    def refund_outstanding(self) -> bool:
+        """A refund is on its way or on chain, so no other may be sent: ours in flight or mined, or a refund's
+        hash the ledger still stands on. A payment under review because a reorg removed a refund sent from
+        outside keeps that hash, but nothing is outstanding. A failed refund of ours is not outstanding."""
+        if self.refund_status == RefundStatus.FAILED:
+            return False
+        return bool(self.refund_status) or (bool(self.refund_tx_hash) and self.status != TxStatus.NEEDS_REVIEW)
+
 
 class TransactionStatusChange(models.Model):
     """Append-only: every status change of a ledger row with time, actor and reason."""

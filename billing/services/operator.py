@@ -136,7 +136,7 @@ def transaction_refund(*, tx: PaymentTransaction, actor, reason: str) -> ActionR
         retry_of = None
         if locked.refund_status == RefundStatus.FAILED:
             retry_of = last
-        elif locked.refund_status or locked.refund_tx_hash:
+        elif locked.refund_outstanding:
             raise OperatorActionError("refund_in_flight", "A refund transaction was already sent for this payment.")
         calldata = _refund_calldata(locked)
         details = {"reason": reason, "actor": _actor_label(actor), "status": locked.status}

@@ -135,6 +135,39 @@ def _settled(row: OperatorTransaction, *, notify: bool = True) -> None:
         log.warning("operator_tx.failed", row_id=row.pk, kind=row.kind, status=row.status)
 
 
+def operator_tx_refund_unmined(*, payment: PaymentTransaction, tx_hash: str, now: datetime | None = None) -> str:
+    """A refund log the ledger applied is gone (a reorg deeper than the policy), in the transaction that
+    flags its payment for review. If our operator transaction sent it, that row is `pending` again (its
+    receipt is no longer on chain): the sweep records it when a version is mined again, re-signs the same
+    nonce with a higher fee once it has waited `stuck_tx_seconds`, or marks it failed when the nonce went to
+    another transaction, so the payment's `refund_status` follows and ops can retry a failed one. A refund
+    sent from outside (no row of ours) has nothing to put back in flight: ops may refund the payment under
+    review (billing.services.operator.transaction_refund; the contract refuses a second refund of the same
+    order if the first one comes back). Returns pending | outside."""
+    now = now or timezone.now()
+    row = (
+        OperatorTransaction.objects.select_for_update()
+        .filter(
+            kind=OperatorTransaction.Kind.REFUND,
+            payment_id=payment.pk,
+            status=OperatorTransaction.Status.MINED,
+            mined_tx_hash=tx_hash.lower(),
+        )
+        .first()
+    )
+    if row is None:  # not ours: the payment keeps the gone refund's hash, and nothing of ours is in flight
+        return "outside"
+    row.status = OperatorTransaction.Status.PENDING
+    row.error = f"Mined in block {row.block_number} ({row.mined_tx_hash}), then removed by a reorg."
+    row.mined_tx_hash, row.block_number, row.mined_at = "", None, None
+    row.gas_used = row.effective_gas_price = row.fee = None
+    row.last_sent_at = now  # counts as just sent: a version may be mined again before any replacement
+    row.save()
+    _settled(row, notify=False)
+    log.warning("operator_tx.unmined", row_id=row.pk, kind=row.kind, payment_id=payment.pk, tx_hash=tx_hash)
+    return "pending"
+
+
 def _nonce_floor(sent: SentTx, *, exclude_pk: int) -> int:
     """One past the highest nonce our own rows hold for this sender (0 when none)."""
     top = (
@@ -423,7 +456,20 @@ def operator_tx_watch(*, row_id: int, client=None, now: datetime | None = None) 
         config = CryptoConfig.load()
         if row.last_sent_at and now - row.last_sent_at < timedelta(seconds=config.stuck_tx_seconds):
             return "waiting"
-        current = replace_once(client=client, sent=_sent(row), fee_bump_percent=config.fee_bump_percent, config=config)
+        try:
+            current = replace_once(
+                client=client, sent=_sent(row), fee_bump_percent=config.fee_bump_percent, config=config
+            )
+        except JsonRpcError as exc:
+            if "nonce too low" not in str(exc).lower() or find_receipt(client, tuple(row.tx_hashes)) is not None:
+                raise  # a version was mined meanwhile: the next look records it
+            # The nonce went to another transaction and none of our versions is on chain (a reorg dropped
+            # the one that was mined): it can never land now. Failed, so ops can retry it.
+            row.status = OperatorTransaction.Status.FAILED
+            row.error = f"Nonce {row.nonce} was used by another transaction; no version of this one is on chain."
+            row.save()
+            _settled(row)
+            return "failed"
         replaced = len(current.hashes) > len(row.tx_hashes)
         capped = not replaced and (current.max_fee_per_gas, current.max_priority_fee_per_gas) == (
             row.max_fee_per_gas,

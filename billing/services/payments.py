@@ -30,6 +30,7 @@ from billing.models import (
 )
 from billing.services.ledger import transaction_lock, transaction_record_created, transaction_set_status
 from billing.services.notices import ops_notice
+from billing.services.operator_txs import operator_tx_refund_unmined
 from billing.services.outbox import outbox_emit_many
 from billing.services.subscriptions import (
     subscription_apply_payment,
@@ -582,6 +583,8 @@ def payment_reorged_out(
         transaction_set_status(
             tx=tx, status=TxStatus.NEEDS_REVIEW, actor=actor, reason=f"refund log gone: {reason}", details=details
         )
+        # Our refund's operator transaction is in flight again (or, sent from outside, nothing is).
+        operator_tx_refund_unmined(payment=tx, tx_hash=tx_hash, now=now)
         return True
     if tx.status not in (TxStatus.CONFIRMED, TxStatus.UNMATCHED):
         return False
