@@ -162,8 +162,7 @@ class ServiceAdminMixin:
 
     def model_data(self, form) -> dict:
         """The cleaned values of the form's fields that are concrete model fields."""
-        names = {f.name for f in self.model._meta.concrete_fields}
-        return {name: value for name, value in form.cleaned_data.items() if name in names}
+        return model_data(self.model, form)
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         form_class = super().get_form(request, obj, change=change, **kwargs)
@@ -206,9 +205,56 @@ class ServiceAdminMixin:
                 catalog.catalog_delete(instance=obj)
 
     def save_related(self, request, form, formsets, change):
-        # Many-to-many links were written by the service; inlines still save through their formsets.
+        # Many-to-many links were written by the service; inline rows go through their own services.
         for formset in formsets:
             self.save_formset(request, form, formset, change=change)
+
+    def save_formset(self, request, form, formset, change):
+        """An inline with a `service_row_write(row_form, data)` writes each changed row through it (a catalog
+        service) and deletes through catalog_delete; the rows' own model validation already ran on their forms.
+        The formset's new/changed/deleted lists are filled as `formset.save()` would, for the change message."""
+        inline = next((i for i in self.inlines if i.model is formset.model and hasattr(i, "service_row_write")), None)
+        if inline is None:
+            super().save_formset(request, form, formset, change)
+            return
+        from billing.services.operator import acting_user
+
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+        with acting_user(request.user):
+            for row in formset.deleted_forms:
+                if row.instance.pk:
+                    catalog.catalog_delete(instance=row.instance)
+                    formset.deleted_objects.append(row.instance)
+            for row in formset.forms:
+                if row in formset.deleted_forms or not row.has_changed():
+                    continue
+                adding = row.instance.pk is None
+                data = {**model_data(formset.model, row), formset.fk.name: formset.instance}
+                row.instance = inline.service_row_write(row, data)
+                if adding:
+                    formset.new_objects.append(row.instance)
+                else:
+                    formset.changed_objects.append((row.instance, row.changed_data))
+
+
+def model_data(model, form) -> dict:
+    """The cleaned values of a form's fields that are concrete model fields (not the primary key)."""
+    names = {f.name for f in model._meta.concrete_fields if not f.primary_key}
+    return {name: value for name, value in form.cleaned_data.items() if name in names}
+
+
+def rpc_endpoint_write(form, data: dict) -> RpcEndpoint:
+    """The form's instance carries the URL (write-only `new_url`, or the stored one)."""
+    data = {**data, "url": form.instance.url}
+    if form.instance.pk:
+        return catalog.rpc_endpoint_update(endpoint=form.instance, data=data)
+    return catalog.rpc_endpoint_create(data=data)
+
+
+def network_fallback_write(form, data: dict) -> NetworkFallback:
+    if form.instance.pk:
+        return catalog.network_fallback_update(fallback=form.instance, data=data)
+    return catalog.network_fallback_create(data=data)
 
 
 # --- Catalog: networks, endpoints, tokens, crypto config -------------------------------------------------------
@@ -276,6 +322,8 @@ class RpcEndpointInline(WriteOnlyFieldsMixin, RpcEndpointDisplayMixin, TabularIn
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("network")
 
+    service_row_write = staticmethod(rpc_endpoint_write)  # NetworkAdmin saves the rows through it
+
 
 @admin.register(Network)
 class NetworkAdmin(ServiceAdminMixin, ModelAdmin):
@@ -328,8 +376,9 @@ class NetworkAdmin(ServiceAdminMixin, ModelAdmin):
 
 
 @admin.register(RpcEndpoint)
-class RpcEndpointAdmin(WriteOnlyFieldsMixin, RpcEndpointDisplayMixin, ModelAdmin):
+class RpcEndpointAdmin(ServiceAdminMixin, WriteOnlyFieldsMixin, RpcEndpointDisplayMixin, ModelAdmin):
     form = RpcEndpointForm
+    service_error_renames = {"url": "new_url"}
     list_display = ("__str__", "network", "position", "masked_url", "enabled", "healthy", "last_latency_ms")
     list_filter = ("enabled", "healthy", "network")
     list_select_related = ("network",)
@@ -341,6 +390,9 @@ class RpcEndpointAdmin(WriteOnlyFieldsMixin, RpcEndpointDisplayMixin, ModelAdmin
         (None, {"fields": ("network", "position", "masked_url", "new_url", "timeout_seconds", "enabled")}),
         ("Health (written by the RPC client)", {"fields": RPC_HEALTH_FIELDS}),
     )
+
+    def service_write(self, form, *, change: bool) -> RpcEndpoint:
+        return rpc_endpoint_write(form, self.model_data(form))
 
 
 @admin.register(Token)
@@ -367,6 +419,8 @@ class NetworkFallbackInline(TabularInline):
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("network")
+
+    service_row_write = staticmethod(network_fallback_write)  # CryptoConfigAdmin saves the rows through it
 
 
 @admin.register(CryptoConfig)
@@ -399,10 +453,13 @@ class CryptoConfigAdmin(ServiceAdminMixin, ModelAdmin):
 
 
 @admin.register(NetworkFallback)
-class NetworkFallbackAdmin(ModelAdmin):
+class NetworkFallbackAdmin(ServiceAdminMixin, ModelAdmin):
     list_display = ("position", "network", "config")
     list_select_related = ("network", "config")
     ordering = ("position",)
+
+    def service_write(self, form, *, change: bool) -> NetworkFallback:
+        return network_fallback_write(form, self.model_data(form))
 
 
 # --- Catalog: contracts, providers, plans ------------------------------------------------------------------------

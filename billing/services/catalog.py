@@ -1,4 +1,5 @@
-"""Catalog writes (plans, providers, contracts, networks, tokens, crypto config).
+"""Catalog writes (plans, providers, contracts, networks and their RPC endpoints, tokens, crypto config and
+its fallback networks).
 
 Every write validates through the model (`full_clean`, plus `PaymentProvider.validate_links` for the
 many-to-many rules), saves row by row (django-auditlog records `save()`, not `QuerySet.update`), and
@@ -35,6 +36,14 @@ def _assign(instance, data: dict[str, Any]) -> None:
         setattr(instance, name, value)
 
 
+def _row_write(instance, data: dict[str, Any]):
+    """Assign, validate through the model (`full_clean`), save (row by row: django-auditlog records it)."""
+    _assign(instance, data)
+    instance.full_clean()
+    instance.save()
+    return instance
+
+
 def providers_rebuild_config(*, providers: Iterable[PaymentProvider]) -> None:
     for provider in providers:
         config = provider.build_config()
@@ -59,20 +68,12 @@ def _providers_touching(*, network_ids: Iterable[int] = (), token_ids: Iterable[
 
 @transaction.atomic
 def plan_create(*, data: dict[str, Any]) -> Plan:
-    plan = Plan()
-    _assign(plan, data)
-    plan.full_clean()
-    plan.save()
-    return plan
+    return _row_write(Plan(), data)
 
 
 @transaction.atomic
 def plan_update(*, plan: Plan, data: dict[str, Any]) -> Plan:
-    plan = Plan.objects.select_for_update().get(pk=plan.pk)
-    _assign(plan, data)
-    plan.full_clean()
-    plan.save()
-    return plan
+    return _row_write(Plan.objects.select_for_update().get(pk=plan.pk), data)
 
 
 REMOVE_LIMIT = object()  # a matrix cell emptied: the plan no longer has this quota key
@@ -267,9 +268,7 @@ def _network_set_endpoints(network: Network, endpoints: list[dict[str, Any]]) ->
 
 
 def _network_write(network: Network, data: dict[str, Any], endpoints: list[dict[str, Any]] | None) -> Network:
-    _assign(network, data)
-    network.full_clean()
-    network.save()
+    _row_write(network, data)
     if endpoints is not None:
         _network_set_endpoints(network, endpoints)
     providers_rebuild_config(providers=_providers_touching(network_ids=[network.pk]))
@@ -292,13 +291,25 @@ def network_update(
     return _network_write(network, data, rpc_endpoints)
 
 
+@transaction.atomic
+def rpc_endpoint_create(*, data: dict[str, Any]) -> RpcEndpoint:
+    """One endpoint added to `data["network"]` (the admin; the API and the console replace a network's whole
+    list through `network_update(rpc_endpoints=...)`). Provider configs do not list endpoints: none rebuilt."""
+    return _row_write(RpcEndpoint(), data)
+
+
+@transaction.atomic
+def rpc_endpoint_update(*, endpoint: RpcEndpoint, data: dict[str, Any]) -> RpcEndpoint:
+    """Change one endpoint (position, URL, timeout, enabled); its health columns are the RPC client's."""
+    endpoint = RpcEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+    return _row_write(endpoint, data)
+
+
 # --- tokens ----------------------------------------------------------------------------------------
 
 
 def _token_write(token: Token, data: dict[str, Any]) -> Token:
-    _assign(token, data)
-    token.full_clean()
-    token.save()
+    _row_write(token, data)
     providers_rebuild_config(providers=_providers_touching(network_ids=[token.network_id], token_ids=[token.pk]))
     return token
 
@@ -348,11 +359,26 @@ def crypto_config_update(*, data: dict[str, Any], fallback_networks: list[Networ
     return config
 
 
+@transaction.atomic
+def network_fallback_create(*, data: dict[str, Any]) -> NetworkFallback:
+    """One network added to the checkout's fallback order (`data`: config, network, position); the API and the
+    console set the whole order through `crypto_config_update(fallback_networks=...)`."""
+    return _row_write(NetworkFallback(), data)
+
+
+@transaction.atomic
+def network_fallback_update(*, fallback: NetworkFallback, data: dict[str, Any]) -> NetworkFallback:
+    fallback = NetworkFallback.objects.select_for_update().get(pk=fallback.pk)
+    return _row_write(fallback, data)
+
+
 # --- deletes ---------------------------------------------------------------------------------------
 
 
 @transaction.atomic
-def catalog_delete(*, instance: Plan | PaymentProvider | PaymentContract | Network | Token) -> None:
+def catalog_delete(
+    *, instance: Plan | PaymentProvider | PaymentContract | Network | Token | RpcEndpoint | NetworkFallback
+) -> None:
     """Delete one catalog row, as the admin and the API do. Raises ProtectedError while other rows (plans,
     transactions, ...) refer to it. Providers that listed a deleted network, token or contract get their
     config rebuilt in the same transaction."""
