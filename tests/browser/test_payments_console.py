@@ -258,3 +258,72 @@ def test_contract_cards_and_timeline(live_server, as_user, billing_admin_user, c
     expect(page.locator("#timeline [data-event]")).to_have_count(3)
     expect(page).to_have_url(re.compile(rf"\?events={contract.slug}$"))
     shot(page, "contracts")
+
+
+def test_operator_retries_a_reverted_refund_from_the_drawer(
+    live_server,
+    as_user,
+    billing_admin_user,
+    chain,
+    world,
+    user_api,
+    plain_user,
+    shot,  # noqa: F811
+):
+    """The first refund reverts (the contract was drained before it was mined): the drawer shows the failed
+    refund with Retry refund instead of Refund; once the contract is funded again the retry lands once."""
+    from billing.models import OperatorTransaction, RefundStatus
+    from billing.services.operator_txs import operator_tx_watch
+
+    follower_from_head(world, chain)
+    payer = PAYERS[3]
+    link_wallet(plain_user, payer.address)
+    body = user_api.post("/v1/billing/checkout", {"plan": "eth-pro", "wallet": payer.address}, format="json").json()
+    (tx_hash,) = send_steps(chain, payer, body["payment"])
+    user_api.post(f"/v1/billing/checkout/{body['id']}/tx", {"tx_hash": tx_hash}, format="json")
+    chain.anvil.mine(2)
+    tx = PaymentTransaction.objects.get(public_id=body["id"])
+    assert transaction_check_receipt(transaction_id=tx.pk) == "confirmed"
+    contract, funds = world.contract.address, chain.w3.eth.get_balance(world.contract.address)
+    payer_before = chain.w3.eth.get_balance(payer.address)
+
+    page = as_user(billing_admin_user)
+    page.goto(payments(live_server, "transactions"))
+    page.locator(f'tr[data-tx="{tx.public_id}"] [data-console-open]').click()
+    drawer = page.locator("#console-drawer")
+    expect(drawer.locator('[data-action="retry-refund"]')).to_have_count(0)
+    drawer.locator('input[name="reason"]').fill("customer asked")
+    chain.anvil.call("evm_setAutomine", [False])
+    try:
+        drawer.locator('[data-action="refund"]').click()
+        expect(drawer.locator("[data-action-result]")).to_have_attribute("data-action-result", "refund_sent")
+        chain.anvil.call("anvil_setBalance", [contract, "0x0"])  # drained before the refund is mined
+        chain.anvil.call("evm_mine")
+    finally:
+        chain.anvil.call("evm_setAutomine", [True])
+    first = OperatorTransaction.objects.get(payment=tx)
+    assert operator_tx_watch(row_id=first.pk) == "reverted"
+    tx.refresh_from_db()
+    assert tx.refund_status == RefundStatus.FAILED
+
+    page.reload()
+    page.locator(f'tr[data-tx="{tx.public_id}"] [data-console-open]').click()
+    expect(drawer.locator('[data-action="retry-refund"]')).to_be_visible()
+    expect(drawer.locator('[data-action="refund"]')).to_have_count(0)
+    shot(page, "transaction-drawer-retry-refund")
+
+    chain.anvil.call("anvil_setBalance", [contract, hex(funds)])
+    drawer.locator('input[name="reason"]').fill("funded again")
+    drawer.locator('[data-action="retry-refund"]').click()
+    expect(drawer.locator("[data-action-result]")).to_have_attribute("data-action-result", "refund_retried")
+    retry = OperatorTransaction.objects.filter(payment=tx).order_by("-pk").first()
+    assert retry.retry_of_id == first.pk
+    assert operator_tx_watch(row_id=retry.pk) == "mined"
+    chain.anvil.mine(2)
+    contract_sync(contract_id=world.contract.pk)
+    expect(drawer.locator("[data-drawer-status] [data-status]")).to_have_attribute(
+        "data-status", "refunded", timeout=20_000
+    )
+    tx.refresh_from_db()
+    assert tx.status == TxStatus.REFUNDED
+    assert chain.w3.eth.get_balance(payer.address) == payer_before + int(tx.amount)
