@@ -508,18 +508,17 @@ def _age(now: datetime, since: datetime | None) -> float:
     return max((now - since).total_seconds(), 0.0) if since else 0.0
 
 
+def _earlier(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None or (b is not None and b < a) else a
+
+
 def metrics_snapshot() -> dict:
     """Everything the scrape-time gauges show, in ten small statements inside one read-only transaction
     with a statement timeout. Each one filters on an indexed status (open payments, live subscriptions,
     undelivered outbox rows, unprocessed webhooks, unmined operator transactions) or reads a table of
     configuration size (cursors, endpoints, networks); none scans the ledger. Every known status/kind gets
     a series, zeros included, so alert expressions never see a series appear out of nothing."""
-    from django.conf import settings
     from django.db import connection, transaction
-    from django.db.models import BooleanField, Count, ExpressionWrapper, Min, Q
-    from django.db.models.functions import Coalesce
-
-    from billing.models import ChainCursor
 
     now = timezone.now()
     with transaction.atomic(), connection.cursor() as cursor:
@@ -528,105 +527,147 @@ def metrics_snapshot() -> dict:
             [str(METRICS_STATEMENT_TIMEOUT_MS)],
         )
         previous_timeout = cursor.fetchone()[0]
-
         # Grouped by id (index-only scans), named afterwards from the small catalog tables.
         network_slugs = dict(Network.objects.values_list("id", "slug"))
-        networks = sorted(network_slugs.values())
-        plan_slugs = dict(Plan.objects.values_list("id", "slug"))
-        subscriptions = sorted(
-            (plan_slugs.get(plan_id, str(plan_id)), status, count)
-            for plan_id, status, count in Subscription.objects.filter(status__in=LIVE_SUBSCRIPTION_STATUSES)
-            .values_list("plan_id", "status")
-            .annotate(n=Count("*"))
-            .order_by()
-        )
-
-        open_counts = {(s, n): 0 for s in METRICS_OPEN_STATUSES for n in networks}
-        oldest: dict[str, datetime | None] = dict.fromkeys(METRICS_OPEN_STATUSES)
-        for status, network_id, count, created, submitted, updated in (
-            PaymentTransaction.objects.filter(status__in=METRICS_OPEN_STATUSES)
-            .values_list("status", "network_id")
-            .annotate(n=Count("*"), created=Min("created_at"), submitted=Min("submitted_at"), updated=Min("updated_at"))
-            .order_by()
-        ):
-            open_counts[(status, network_slugs.get(network_id, str(network_id)))] = count
-            since = {TxStatus.PENDING: created, TxStatus.SUBMITTED: submitted or created}.get(status, updated)
-            if since is not None and (oldest[status] is None or since < oldest[status]):
-                oldest[status] = since
-
-        subscribers = {name for topic in settings.BILLING_OUTBOX_INTERNAL_SUBSCRIBERS.values() for name in topic}
-        subscribers |= {s.get("name", "") for s in settings.BILLING_EXTERNAL_SUBSCRIBERS if s.get("name")}
-        outbox = {(status, name): 0 for status in ("pending", "dead") for name in subscribers}
-        outbox_due: datetime | None = None
-        for status, subscriber, count, due in (
-            OutboxDelivery.objects.filter(status__in=[OutboxDelivery.Status.PENDING, OutboxDelivery.Status.DEAD])
-            .values_list("status", "subscriber")
-            .annotate(n=Count("id"), due=Min("next_attempt_at"))
-            .order_by()
-        ):
-            outbox[(status, subscriber)] = count
-            if status == OutboxDelivery.Status.PENDING and due is not None and (outbox_due is None or due < outbox_due):
-                outbox_due = due
-
-        contracts = list(PaymentContract.objects.order_by("slug").values_list("slug", flat=True))
-        inbound = dict.fromkeys(contracts, 0)
-        inbound_due: datetime | None = None
-        for slug, count, due in (
-            InboundEvent.objects.filter(status=InboundEvent.Status.RECEIVED)
-            .values_list("contract__slug")
-            .annotate(n=Count("id"), due=Min(Coalesce("next_attempt_at", "received_at")))
-            .order_by()
-        ):
-            inbound[slug] = count
-            if due is not None and (inbound_due is None or due < inbound_due):
-                inbound_due = due
-
-        operator = {(k, s): 0 for k in OperatorTransaction.Kind.values for s in METRICS_OPERATOR_STATES}
-        operator_pending: datetime | None = None
-        for kind, status, count, sent in (
-            OperatorTransaction.objects.filter(status__in=METRICS_OPERATOR_STATES)
-            .values_list("kind", "status")
-            .annotate(n=Count("id"), sent=Min(Coalesce("last_sent_at", "created_at")))
-            .order_by()
-        ):
-            operator[(kind, status)] = count
-            if status == OperatorTransaction.Status.PENDING and (operator_pending is None or sent < operator_pending):
-                operator_pending = sent
-
-        cursors = [
-            {
-                "contract": slug,
-                "last_block": last_block,
-                "age": _age(now, run_at) if run_at else None,
-                "failing": failing,
-            }
-            for slug, last_block, run_at, failing in ChainCursor.objects.annotate(
-                failing=ExpressionWrapper(~Q(last_error=""), output_field=BooleanField())
-            )
-            .values_list("contract__slug", "last_block", "last_run_at", "failing")
-            .order_by("contract__slug")
-        ]
-        endpoints = [
-            {"network": network, "endpoint": str(pk), "healthy": healthy}
-            for network, pk, healthy in RpcEndpoint.objects.filter(enabled=True, network__enabled=True)
-            .values_list("network__slug", "pk", "healthy")
-            .order_by("network__slug", "position", "pk")
-        ]
+        snapshot = {
+            "subscriptions": _metrics_subscriptions(),
+            **_metrics_open_transactions(now, network_slugs),
+            **_metrics_outbox(now),
+            **_metrics_inbound(now),
+            **_metrics_operator_txs(now),
+            "cursors": _metrics_cursors(now),
+            "endpoints": _metrics_endpoints(),
+        }
         cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous_timeout])
+    return snapshot
 
+
+def _metrics_subscriptions() -> list[tuple[str, str, int]]:
+    """Live subscriptions by plan slug and status."""
+    from django.db.models import Count
+
+    plan_slugs = dict(Plan.objects.values_list("id", "slug"))
+    return sorted(
+        (plan_slugs.get(plan_id, str(plan_id)), status, count)
+        for plan_id, status, count in Subscription.objects.filter(status__in=LIVE_SUBSCRIPTION_STATUSES)
+        .values_list("plan_id", "status")
+        .annotate(n=Count("*"))
+        .order_by()
+    )
+
+
+def _metrics_open_transactions(now: datetime, network_slugs: dict[int, str]) -> dict:
+    """Open payments by status and network, and how long the oldest of each status has waited."""
+    from django.db.models import Count, Min
+
+    counts = {(s, n): 0 for s in METRICS_OPEN_STATUSES for n in sorted(network_slugs.values())}
+    oldest: dict[str, datetime | None] = dict.fromkeys(METRICS_OPEN_STATUSES)
+    for status, network_id, count, created, submitted, updated in (
+        PaymentTransaction.objects.filter(status__in=METRICS_OPEN_STATUSES)
+        .values_list("status", "network_id")
+        .annotate(n=Count("*"), created=Min("created_at"), submitted=Min("submitted_at"), updated=Min("updated_at"))
+        .order_by()
+    ):
+        counts[(status, network_slugs.get(network_id, str(network_id)))] = count
+        since = {TxStatus.PENDING: created, TxStatus.SUBMITTED: submitted or created}.get(status, updated)
+        oldest[status] = _earlier(oldest[status], since)
     return {
-        "subscriptions": subscriptions,
-        "open_transactions": [(s, n, c) for (s, n), c in sorted(open_counts.items())],
+        "open_transactions": [(s, n, c) for (s, n), c in sorted(counts.items())],
         "oldest_transactions": [(s, _age(now, oldest[s])) for s in METRICS_OPEN_STATUSES],
-        "outbox": [(s, n, c) for (s, n), c in sorted(outbox.items())],
-        "outbox_oldest_due": _age(now, outbox_due),
-        "inbound_backlog": sorted(inbound.items()),
-        "inbound_oldest_due": _age(now, inbound_due),
-        "operator_txs": [(k, s, c) for (k, s), c in sorted(operator.items())],
-        "operator_oldest_pending": _age(now, operator_pending),
-        "cursors": cursors,
-        "endpoints": endpoints,
     }
+
+
+def _metrics_outbox(now: datetime) -> dict:
+    """Pending and dead deliveries per configured subscriber, and the oldest pending one's due time."""
+    from django.conf import settings
+    from django.db.models import Count, Min
+
+    subscribers = {name for topic in settings.BILLING_OUTBOX_INTERNAL_SUBSCRIBERS.values() for name in topic}
+    subscribers |= {s.get("name", "") for s in settings.BILLING_EXTERNAL_SUBSCRIBERS if s.get("name")}
+    outbox = {(status, name): 0 for status in ("pending", "dead") for name in subscribers}
+    oldest_due: datetime | None = None
+    for status, subscriber, count, due in (
+        OutboxDelivery.objects.filter(status__in=[OutboxDelivery.Status.PENDING, OutboxDelivery.Status.DEAD])
+        .values_list("status", "subscriber")
+        .annotate(n=Count("id"), due=Min("next_attempt_at"))
+        .order_by()
+    ):
+        outbox[(status, subscriber)] = count
+        if status == OutboxDelivery.Status.PENDING:
+            oldest_due = _earlier(oldest_due, due)
+    return {"outbox": [(s, n, c) for (s, n), c in sorted(outbox.items())], "outbox_oldest_due": _age(now, oldest_due)}
+
+
+def _metrics_inbound(now: datetime) -> dict:
+    """Webhook deliveries not yet processed, per contract, and the oldest one's due time."""
+    from django.db.models import Count, Min
+    from django.db.models.functions import Coalesce
+
+    contracts = list(PaymentContract.objects.order_by("slug").values_list("slug", flat=True))
+    inbound = dict.fromkeys(contracts, 0)
+    oldest_due: datetime | None = None
+    for slug, count, due in (
+        InboundEvent.objects.filter(status=InboundEvent.Status.RECEIVED)
+        .values_list("contract__slug")
+        .annotate(n=Count("id"), due=Min(Coalesce("next_attempt_at", "received_at")))
+        .order_by()
+    ):
+        inbound[slug] = count
+        oldest_due = _earlier(oldest_due, due)
+    return {"inbound_backlog": sorted(inbound.items()), "inbound_oldest_due": _age(now, oldest_due)}
+
+
+def _metrics_operator_txs(now: datetime) -> dict:
+    """Unsettled operator transactions by kind and state, and how long the oldest pending one has waited."""
+    from django.db.models import Count, Min
+    from django.db.models.functions import Coalesce
+
+    operator = {(k, s): 0 for k in OperatorTransaction.Kind.values for s in METRICS_OPERATOR_STATES}
+    oldest_pending: datetime | None = None
+    for kind, status, count, sent in (
+        OperatorTransaction.objects.filter(status__in=METRICS_OPERATOR_STATES)
+        .values_list("kind", "status")
+        .annotate(n=Count("id"), sent=Min(Coalesce("last_sent_at", "created_at")))
+        .order_by()
+    ):
+        operator[(kind, status)] = count
+        if status == OperatorTransaction.Status.PENDING:
+            oldest_pending = _earlier(oldest_pending, sent)
+    return {
+        "operator_txs": [(k, s, c) for (k, s), c in sorted(operator.items())],
+        "operator_oldest_pending": _age(now, oldest_pending),
+    }
+
+
+def _metrics_cursors(now: datetime) -> list[dict]:
+    """Each chain follower's cursor: how far it has read, when it last ran, whether it is failing."""
+    from django.db.models import BooleanField, ExpressionWrapper, Q
+
+    from billing.models import ChainCursor
+
+    return [
+        {
+            "contract": slug,
+            "last_block": last_block,
+            "age": _age(now, run_at) if run_at else None,
+            "failing": failing,
+        }
+        for slug, last_block, run_at, failing in ChainCursor.objects.annotate(
+            failing=ExpressionWrapper(~Q(last_error=""), output_field=BooleanField())
+        )
+        .values_list("contract__slug", "last_block", "last_run_at", "failing")
+        .order_by("contract__slug")
+    ]
+
+
+def _metrics_endpoints() -> list[dict]:
+    """The health of the enabled RPC endpoints of enabled networks."""
+    return [
+        {"network": network, "endpoint": str(pk), "healthy": healthy}
+        for network, pk, healthy in RpcEndpoint.objects.filter(enabled=True, network__enabled=True)
+        .values_list("network__slug", "pk", "healthy")
+        .order_by("network__slug", "position", "pk")
+    ]
 
 
 def subscriptions_renewal_due(*, now: datetime, within) -> list[dict]:

@@ -86,7 +86,6 @@ def contract_reconcile(
     checked by default only without `from_block`. Raises the chain client's RpcError when the chain cannot
     answer."""
     from billing.chain.confirmation import applicable_block
-    from billing.chain.logs import observed_from_raw
     from billing.chain.rpc import ChainClient
 
     network = contract.network
@@ -97,18 +96,10 @@ def contract_reconcile(
     report = ReconcileReport(contract=contract.slug, from_block=start, to_block=end)
     if end < start:
         return report
-    diffs = report.differences
-
-    topics = event_topics(contract.abi, ("Paid", "Refunded", "Withdrawn"))
-    raw = client.get_logs(address=contract.address, from_block=start, to_block=end, topics=[list(topics.values())])
-    logs = [o for o in (observed_from_raw(network.chain_id, contract.abi, r) for r in raw) if o is not None]
-    report.logs = len(logs)
-    paid = [o for o in logs if o.name == "Paid"]
-    refunded = [o for o in logs if o.name == "Refunded"]
-    withdrawn = [o for o in logs if o.name == "Withdrawn"]
-
-    orders = {str(o.args["orderId"]).lower() for o in paid + refunded}
+    paid, refunded, withdrawn = _chain_logs(contract, client, start, end)
+    report.logs = len(paid) + len(refunded) + len(withdrawn)
     in_range = Q(block_number__gte=start, block_number__lte=end)
+    orders = {str(o.args["orderId"]).lower() for o in paid + refunded}
     rows = {
         tx.order_id: tx
         for tx in PaymentTransaction.objects.filter(contract=contract)
@@ -118,6 +109,53 @@ def contract_reconcile(
     report.ledger_rows = len(rows)
 
     # Chain -> ledger.
+    diffs = report.differences
+    diffs += _paid_not_in_ledger(paid, rows)
+    diffs += _refunds_not_in_ledger(refunded, rows)
+    recorded = {
+        (e.tx_hash, e.log_index): e
+        for e in ChainEvent.objects.filter(contract=contract, name="Withdrawn", removed=False).filter(in_range)
+    }
+    diffs += [
+        Difference("withdrawal_not_in_ledger", f"Withdrawn log at block {o.block_number}", o.tx_hash)
+        for o in withdrawn
+        if (o.tx_hash, o.log_index) not in recorded
+    ]
+
+    # Ledger -> chain.
+    diffs += _payments_without_log(rows, paid, start, end)
+    diffs += _refunds_without_log(contract, refunded, start, end, full_history=full_history)
+    withdrawn_keys = {(o.tx_hash, o.log_index) for o in withdrawn}
+    diffs += [
+        Difference(
+            "withdrawal_without_log", f"recorded withdrawal at block {event.block_number} has no log", event.tx_hash
+        )
+        for key, event in recorded.items()
+        if key not in withdrawn_keys
+    ]
+
+    if full_history if check_balances is None else check_balances:
+        _check_balances(report, contract, client, end)
+    return report
+
+
+def _chain_logs(contract: PaymentContract, client, start: int, end: int) -> tuple[list, list, list]:
+    """The contract's Paid, Refunded and Withdrawn logs in [start, end], decoded, in one getLogs."""
+    from billing.chain.logs import observed_from_raw
+
+    topics = event_topics(contract.abi, ("Paid", "Refunded", "Withdrawn"))
+    raw = client.get_logs(address=contract.address, from_block=start, to_block=end, topics=[list(topics.values())])
+    logs = [o for o in (observed_from_raw(contract.network.chain_id, contract.abi, r) for r in raw) if o is not None]
+    return (
+        [o for o in logs if o.name == "Paid"],
+        [o for o in logs if o.name == "Refunded"],
+        [o for o in logs if o.name == "Withdrawn"],
+    )
+
+
+def _paid_not_in_ledger(paid: list, rows: dict[str, PaymentTransaction]) -> list[Difference]:
+    """Each Paid log has its paid row, with the same hash, amount and token, not under review."""
+    diffs = []
     for o in paid:
         order = str(o.args["orderId"]).lower()
         tx = rows.get(order)
@@ -140,11 +178,15 @@ def contract_reconcile(
             problems.append("under review although the payment is on chain")
         if problems:
             diffs.append(Difference("paid_differs", f"transaction {tx.pk}: " + "; ".join(problems), o.tx_hash))
-    refund_hashes = {}
+    return diffs
+
+
+def _refunds_not_in_ledger(refunded: list, rows: dict[str, PaymentTransaction]) -> list[Difference]:
+    """Each Refunded log has its refunded row, with the same refund hash and amount."""
+    diffs = []
     for o in refunded:
         order = str(o.args["orderId"]).lower()
         tx = rows.get(order)
-        refund_hashes[order] = o.tx_hash
         if tx is None or tx.status != TxStatus.REFUNDED:
             status = tx.status if tx else "no row"
             diffs.append(Difference("refund_not_in_ledger", f"Refunded log of order {order} ({status})", o.tx_hash))
@@ -158,55 +200,46 @@ def contract_reconcile(
                     "refund_differs", f"transaction {tx.pk}: amount {tx.amount} != {o.args['amount']}", o.tx_hash
                 )
             )
-    recorded = {
-        (e.tx_hash, e.log_index): e
-        for e in ChainEvent.objects.filter(contract=contract, name="Withdrawn", removed=False).filter(in_range)
-    }
-    for o in withdrawn:
-        if (o.tx_hash, o.log_index) not in recorded:
-            diffs.append(Difference("withdrawal_not_in_ledger", f"Withdrawn log at block {o.block_number}", o.tx_hash))
+    return diffs
 
-    # Ledger -> chain.
+
+def _payments_without_log(rows: dict[str, PaymentTransaction], paid: list, start: int, end: int) -> list[Difference]:
+    """Each confirmed or refunded row paid in [start, end] has its Paid log (unmatched rows may be plain
+    transfers)."""
     paid_keys = {(str(o.args["orderId"]).lower(), o.tx_hash) for o in paid}
+    diffs = []
     for tx in rows.values():
-        checked = tx.status in (TxStatus.CONFIRMED, TxStatus.REFUNDED)  # unmatched rows may be plain transfers
+        checked = tx.status in (TxStatus.CONFIRMED, TxStatus.REFUNDED)
         in_blocks = tx.block_number is not None and start <= tx.block_number <= end
         if checked and in_blocks and (tx.order_id, tx.tx_hash) not in paid_keys:
             diffs.append(
                 Difference("payment_without_log", f"transaction {tx.pk} ({tx.status}) has no Paid log", tx.tx_hash)
             )
+    return diffs
+
+
+def _refunds_without_log(
+    contract: PaymentContract, refunded: list, start: int, end: int, *, full_history: bool
+) -> list[Difference]:
+    """Each row refunded in [start, end] (over the whole history: also those with no recorded refund log at
+    all) has its Refunded log."""
+    refund_orders = {str(o.args["orderId"]).lower() for o in refunded}
     refund_in = ChainEvent.objects.filter(
         transaction=OuterRef("pk"), name="Refunded", removed=False, block_number__gte=start, block_number__lte=end
     )
     refunded_rows = PaymentTransaction.objects.filter(contract=contract, status=TxStatus.REFUNDED)
-    if full_history:  # those refunded in the range, and those with no recorded refund log at all
+    if full_history:
         any_refund = ChainEvent.objects.filter(transaction=OuterRef("pk"), name="Refunded", removed=False)
         refunded_rows = refunded_rows.filter(Exists(refund_in) | ~Exists(any_refund))
     else:
         refunded_rows = refunded_rows.filter(Exists(refund_in))
-    for tx in refunded_rows.only("pk", "order_id", "refund_tx_hash"):
-        if tx.order_id not in refund_hashes:
-            diffs.append(
-                Difference(
-                    "refund_without_log",
-                    f"transaction {tx.pk} is refunded without a Refunded log",
-                    tx.refund_tx_hash or "",
-                )
-            )
-    withdrawn_keys = {(o.tx_hash, o.log_index) for o in withdrawn}
-    for key, event in recorded.items():
-        if key not in withdrawn_keys:
-            diffs.append(
-                Difference(
-                    "withdrawal_without_log",
-                    f"recorded withdrawal at block {event.block_number} has no log",
-                    event.tx_hash,
-                )
-            )
-
-    if full_history if check_balances is None else check_balances:
-        _check_balances(report, contract, client, end)
-    return report
+    return [
+        Difference(
+            "refund_without_log", f"transaction {tx.pk} is refunded without a Refunded log", tx.refund_tx_hash or ""
+        )
+        for tx in refunded_rows.only("pk", "order_id", "refund_tx_hash")
+        if tx.order_id not in refund_orders
+    ]
 
 
 def _check_balances(report: ReconcileReport, contract: PaymentContract, client, block: int) -> None:
