@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import os
+from pathlib import Path
 
 import structlog
 from django.conf import settings
@@ -102,6 +103,33 @@ def _bearer_ok(request) -> bool:
     return hmac.compare_digest(given.strip().encode(), expected.encode())
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
+
+
+def forget_dead_processes(folder: str) -> list[int]:
+    """Live gauges of processes that died without saying so (a SIGKILLed Celery pool process sends no
+    worker_process_shutdown; gunicorn's child_exit and the Celery signal cover the others) stop counting:
+    their `gauge_live*_<pid>.db` files are removed. The folder is this machine's, so its pids are ours.
+    Returns the pids forgotten."""
+    from prometheus_client import multiprocess
+
+    dead = set()
+    for path in Path(folder).glob("gauge_live*_*.db"):
+        pid = path.stem.rsplit("_", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            dead.add(int(pid))
+    for pid in dead:
+        multiprocess.mark_process_dead(pid, folder)
+    return sorted(dead)
+
+
 def metrics(request):
     """Prometheus text format. In multiprocess mode (PROMETHEUS_MULTIPROC_DIR: gunicorn workers and Celery
     workers write their counters there) the files of every process are added up; the gauges read from the
@@ -119,6 +147,7 @@ def metrics(request):
     from billing.metrics_db import DatabaseCollector
 
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        forget_dead_processes(os.environ["PROMETHEUS_MULTIPROC_DIR"])
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         body = generate_latest(registry)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import signal
 import subprocess
 import sys
 
@@ -293,3 +294,47 @@ def test_celery_task_runs_and_failing_sweeps_are_counted(db, monkeypatch):
         before[1] + 1,
         before[2] + 1,
     )
+
+
+def test_metrics_forget_the_live_gauges_of_a_process_killed_without_a_word(client, db, settings, tmp_path, monkeypatch):
+    """A SIGKILLed process (a Celery pool process, say) runs no exit hook: its `liveall` gauge file would
+    count forever. The scrape drops the files of pids that no longer exist and keeps the living ones'."""
+    settings.METRICS_BEARER_TOKEN = ""
+    code = (
+        "import sys, time\n"
+        "from billing import metrics\n"
+        "metrics.RPC_ENDPOINT_HEALTHY.labels(network=sys.argv[1], endpoint='rpc').set(1)\n"
+        "print('set', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        "DJANGO_SETTINGS_MODULE": "billing_project.settings",
+    }
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-c", "import django; django.setup()\n" + code, name],
+            cwd=devstack.BASE_DIR,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("killed-net", "alive-net")
+    }
+    try:
+        for proc in procs.values():
+            assert proc.stdout.readline().strip() == "set"
+        victim = procs["killed-net"]
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=10)
+        assert list(tmp_path.glob(f"gauge_live*_{victim.pid}.db"))  # it left its file behind
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+        body = client.get("/metrics").content.decode()
+        assert 'billing_rpc_endpoint_healthy{endpoint="rpc",network="alive-net"' in body
+        assert "killed-net" not in body
+        assert not list(tmp_path.glob(f"gauge_live*_{victim.pid}.db"))
+    finally:
+        for proc in procs.values():
+            proc.kill()
+            proc.wait(timeout=10)
