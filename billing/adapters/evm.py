@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from eth_utils import is_address, to_checksum_address
+from eth_utils import is_address
 
 from billing import signing
 from billing.adapters.base import (
@@ -16,6 +16,7 @@ from billing.adapters.base import (
     WebhookVerification,
 )
 from billing.chain.abi import ERC20_ABI, decode_call, encode_call, jsonable
+from billing.chain.abi import checksum as to_checksum_address
 from billing.chain.quote import Quote, get_quote_signer, sign_quote, typed_data
 
 

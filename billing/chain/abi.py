@@ -116,7 +116,7 @@ def normalize(value: Any, param: Mapping | None = None) -> Any:
     if isinstance(value, bytes | bytearray | HexBytes):
         return _hex(value)
     if kind == "address" or (not kind and isinstance(value, str) and is_address(value)):
-        return to_checksum_address(value)
+        return checksum(value)
     if isinstance(value, Mapping):
         return {k: normalize(v) for k, v in value.items()}
     return value

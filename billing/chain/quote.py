@@ -20,8 +20,9 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 from eth_keys import keys
-from eth_utils import is_address, keccak, to_checksum_address
+from eth_utils import is_address, keccak
 
+from billing.chain.abi import checksum as to_checksum_address  # cached: the same few addresses every time
 from billing.fields import UINT64_MAX, UINT256_MAX, ZERO_ADDRESS
 
 QUOTE_TYPE = [

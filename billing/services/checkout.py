@@ -21,11 +21,12 @@ from decimal import Decimal
 import structlog
 from django.conf import settings
 from django.utils import timezone
-from eth_utils import is_address, is_checksum_address, to_checksum_address
+from eth_utils import is_address, is_checksum_address
 
 from billing.adapters.base import CheckoutPayload, CheckoutRequest
 from billing.adapters.registry import get_adapter
 from billing.amounts import AmountOverflow
+from billing.chain.abi import checksum as to_checksum_address
 from billing.fields import UINT256_MAX
 from billing.models import CryptoConfig, PaymentTransaction, Plan, TransactionStatusChange, TxStatus
 from billing.selectors import PaymentOption, network_is_healthy, plan_payment_options
@@ -282,16 +283,32 @@ class PreparedCheckout:
     insert_params: list
 
 
+_INSERT_FIELDS: dict[tuple[type, str], tuple[str, list]] = {}
+
+
 def _insert_sql(obj) -> tuple[str, list]:
-    """Django's own INSERT of one row (as bulk_create writes it: no primary key, auto_now fields set now)."""
+    """Django's own INSERT of one row (as bulk_create writes it: no primary key, auto_now fields set now).
+
+    The SQL text of a model's INSERT is the same every time: Django's compiler writes it once per model and
+    process; the parameters are then what that compiler takes for them (each field's `pre_save` and
+    `get_db_prep_save`). A value that is an expression, or a field with its own placeholder, goes through the
+    compiler every time."""
     from django.db import connection
     from django.db.models import AutoField
     from django.db.models.sql import InsertQuery
 
+    cached = _INSERT_FIELDS.get((type(obj), connection.alias))
+    if cached is not None:
+        sql, fields = cached
+        values = [f.pre_save(obj, True) for f in fields]
+        if not any(hasattr(v, "resolve_expression") for v in values):
+            return sql, [f.get_db_prep_save(v, connection=connection) for f, v in zip(fields, values, strict=True)]
     fields = [f for f in obj._meta.local_concrete_fields if not isinstance(f, AutoField)]
     query = InsertQuery(type(obj))
     query.insert_values(fields, [obj])
     ((sql, params),) = query.get_compiler(connection=connection).as_sql()
+    if not any(hasattr(f, "get_placeholder") for f in fields) and len(params) == len(fields):
+        _INSERT_FIELDS[(type(obj), connection.alias)] = (sql, fields)
     return sql, list(params)
 
 
