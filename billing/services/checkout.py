@@ -21,7 +21,7 @@ from decimal import Decimal
 import structlog
 from django.conf import settings
 from django.utils import timezone
-from eth_utils import is_address, is_checksum_address
+from eth_utils import is_address
 
 from billing.adapters.base import CheckoutPayload, CheckoutRequest
 from billing.adapters.registry import get_adapter
@@ -200,7 +200,7 @@ def checkout_prepare(
     if not isinstance(payer_address, str) or not is_address(payer_address):
         raise CheckoutError("invalid_wallet", "The wallet is not an EVM address.", field="wallet")
     digits = payer_address[2:]
-    if digits not in (digits.lower(), digits.upper()) and not is_checksum_address(payer_address):
+    if digits not in (digits.lower(), digits.upper()) and to_checksum_address(payer_address) != payer_address:
         # eth_utils 6 no longer checks EIP-55 in is_address: mixed case that fails it is a typo.
         raise CheckoutError("invalid_wallet", "The wallet's EIP-55 checksum does not match.", field="wallet")
     payer = to_checksum_address(payer_address)

@@ -4,6 +4,7 @@ real contract accepts, and billing.W002 when eth-keys falls back to pure Python.
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -111,3 +112,25 @@ def test_pure_python_ecdsa_raises_billing_w002(monkeypatch):
     monkeypatch.setenv("ECC_BACKEND_CLASS", "eth_keys.backends.NativeECCBackend")
     assert ecc_backend_name() == "NativeECCBackend"
     assert "billing.W002" in {m.id for m in run_checks()}
+
+
+@pytest.mark.parametrize(("plan", "periods"), [("pro", 1), ("eth", 3)])
+def test_the_answer_is_what_the_checkout_serializers_render(world, plain_user, plan, periods):
+    """The answer is rendered by the serializer's own fields built once per process (render_new_checkout): the
+    same keys in the same order and the same values as NewCheckoutSerializer, and as CheckoutSerializer gives
+    for the row once written (GET /v1/billing/checkout/{id})."""
+    from billing.api.checkout import CheckoutSerializer, NewCheckoutSerializer, render_new_checkout
+    from billing.services.checkout import checkout_prepare, checkout_write
+    from tests.conftest import link_wallet
+
+    link_wallet(plain_user, PAYERS[1].address)
+    slug = world.plans[plan].slug
+    for _ in range(2):  # the second time from the fields built the first time
+        prepared = checkout_prepare(user=plain_user, plan_slug=slug, payer_address=PAYERS[1].address, periods=periods)
+        rendered = render_new_checkout(prepared.tx, [prepared.history])
+        expected = NewCheckoutSerializer(prepared.tx, context={"history": [prepared.history]}).data
+        assert json.dumps(rendered) == json.dumps(expected)  # keys, order and values
+        assert rendered["amount"] == str(world.plans[plan].price_amount * periods)
+        checkout_write(prepared)
+        stored = PaymentTransaction.objects.prefetch_related("status_history").get(pk=prepared.tx.pk)
+        assert json.loads(json.dumps(CheckoutSerializer(stored).data)) == rendered  # jsonb orders the payload's keys
