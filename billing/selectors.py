@@ -22,6 +22,7 @@ from billing.models import (
     PaymentTransaction,
     PeriodStatus,
     Plan,
+    RevenueRollup,
     RpcEndpoint,
     Subscription,
     SubscriptionPeriod,
@@ -389,6 +390,11 @@ OUTBOX_STATUS = OutboxDelivery.Status
 
 def analytics_payments() -> QuerySet[PaymentTransaction]:
     return PaymentTransaction.objects.order_by()
+
+
+def analytics_revenue_rollup() -> QuerySet[RevenueRollup]:
+    """The daily revenue rollup (billing.models.rollup): a key may span a few rows, so always sum them."""
+    return RevenueRollup.objects.order_by()
 
 
 def analytics_status_changes() -> QuerySet[TransactionStatusChange]:

@@ -7,6 +7,7 @@ from billing.models.operator_tx import OperatorTransaction
 from billing.models.outbox import DeliveryAttempt, OutboxDelivery, OutboxEvent
 from billing.models.plan import Interval, Plan
 from billing.models.provider import PaymentProvider
+from billing.models.rollup import RevenueRollup
 from billing.models.subscription import (
     LIVE_SUBSCRIPTION_STATUSES,
     PeriodKind,
@@ -50,6 +51,7 @@ __all__ = [
     "Plan",
     "ProductType",
     "RefundStatus",
+    "RevenueRollup",
     "RpcEndpoint",
     "Subscription",
     "SubscriptionPeriod",
