@@ -364,38 +364,82 @@ def _collect(catalog: Catalog, rows, token_of, key_of) -> dict:
     return out
 
 
-def _gross_rows(period: Period, network_ids: list[int], group: tuple[str, ...], extra: Q | None = None):
-    """Money received by payments confirmed in the window and the previous one."""
-    return (
+def _day_floor(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _day_ceil(moment: datetime) -> datetime:
+    floor = _day_floor(moment)
+    return floor if floor == moment else floor + timedelta(days=1)
+
+
+def split_days(period: Period) -> tuple[list[tuple[datetime, datetime]], list[tuple[datetime, datetime]]]:
+    """Both windows cut into the whole UTC days inside one of them (read from the daily rollup) and the
+    partial days at their edges (read from the ledger): (rollup runs, ledger ranges), each [from, to)."""
+    runs, edges = [], []
+    for a, b in ((period.previous.start, period.start), (period.start, period.end)):
+        lo, hi = _day_ceil(a), _day_floor(b)
+        if lo >= hi:  # no whole day inside: all from the ledger
+            edges.append((a, b))
+            continue
+        runs.append((lo, hi))
+        edges.extend(r for r in ((a, lo), (hi, b)) if r[0] < r[1])
+    return runs, edges
+
+
+ROLLUP_SUMS = {"s_amount": Sum("amount"), "s_usd": Sum("usd"), "s_unrated": Sum("unrated"), "s_n": Sum("n")}
+
+
+def _money_rows(
+    kind: str,
+    moment_field: str,
+    status_q: Q,
+    period: Period,
+    network_ids: list[int],
+    group: tuple[str, ...],
+    extra: Q | None,
+) -> list[dict]:
+    """Sums of `kind` (gross or refunds) over both windows, by window and `group` (token, network, plan ids):
+    whole UTC days from the daily rollup (billing.models.rollup, kept in step with the ledger in the writing
+    transaction), the partial days at the windows' edges from the ledger, in one statement. A group may come
+    back in several rows (one per source and range); _collect adds them up."""
+    runs, edges = split_days(period)
+    parts = [
         _checkout_payments()
         .filter(
             extra or Q(),
-            status__in=PAID,
+            status_q,
             network_id__in=network_ids,
-            confirmed_at__gte=period.previous.start,
-            confirmed_at__lt=period.end,
+            **{f"{moment_field}__gte": a, f"{moment_field}__lt": b},
         )
-        .annotate(is_cur=_is_current("confirmed_at", period.start))
+        .annotate(is_cur=_is_current(moment_field, period.start))
         .values("is_cur", *group)
         .annotate(**MONEY_SUMS)
-    )
+        for a, b in edges
+    ]
+    if runs:
+        days = Q()
+        for lo, hi in runs:
+            days |= Q(day__gte=lo.date(), day__lt=hi.date())
+        parts.append(
+            billing.analytics_revenue_rollup()
+            .filter(days, extra or Q(), kind=kind, network_id__in=network_ids)
+            .annotate(is_cur=ExpressionWrapper(Q(day__gte=_day_ceil(period.start).date()), output_field=BooleanField()))
+            .values("is_cur", *group)
+            .annotate(**ROLLUP_SUMS)
+        )
+    first, *rest = parts
+    return list(first.union(*rest, all=True)) if rest else list(first)
+
+
+def _gross_rows(period: Period, network_ids: list[int], group: tuple[str, ...], extra: Q | None = None):
+    """Money received by payments confirmed in the window and the previous one."""
+    return _money_rows("gross", "confirmed_at", Q(status__in=PAID), period, network_ids, group, extra)
 
 
 def _refund_rows(period: Period, network_ids: list[int], group: tuple[str, ...], extra: Q | None = None):
     """Money sent back: refunded payments, on the date of the refund, valued like their payment."""
-    return (
-        _checkout_payments()
-        .filter(
-            extra or Q(),
-            status=TX.REFUNDED,
-            network_id__in=network_ids,
-            refunded_at__gte=period.previous.start,
-            refunded_at__lt=period.end,
-        )
-        .annotate(is_cur=_is_current("refunded_at", period.start))
-        .values("is_cur", *group)
-        .annotate(**MONEY_SUMS)
-    )
+    return _money_rows("refund", "refunded_at", Q(status=TX.REFUNDED), period, network_ids, group, extra)
 
 
 def _fee_rows(period: Period, network_ids: list[int], group: tuple[str, ...], extra: Q | None = None):

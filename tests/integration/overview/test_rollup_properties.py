@@ -39,6 +39,8 @@ from billing.services.payments import (
 )
 from billing.services.rollup import revenue_rollup_rebuild
 from billing.services.subscriptions import subscription_advance, subscriptions_due_ids
+from overview import selectors as ov
+from overview.periods import Period
 from tests.factories import (
     ConfirmedTransactionFactory,
     PaymentProviderFactory,
@@ -92,6 +94,35 @@ def rollup() -> dict[tuple, tuple]:
 
 def assert_in_step() -> None:
     assert rollup() == fresh_aggregate()
+
+
+def _exact(totals: dict) -> dict:
+    """{window: {figure: {token: (amount, usd)}}} with the exact fractions, zero entries left out."""
+    return {
+        p: {
+            name: {k: (v, money.usds[k]) for k, v in money.amounts.items() if v or money.usds[k]}
+            for name, money in figures.items()
+        }
+        for p, figures in totals.items()
+    }
+
+
+def _ledger_only(period: Period):
+    return [], [(period.previous.start, period.start), (period.start, period.end)]
+
+
+def assert_reads_agree(periods: list[Period], plan_id: int) -> None:
+    """The overview's money read (whole days from the rollup, edge days from the ledger) equals the same read
+    from the ledger alone, for the dashboard's totals and the revenue totals filtered by plan."""
+    catalog = ov.Catalog()
+    ids = catalog.money_network_ids(True)
+    only_plan = ov.SeriesFilter(plan_id=plan_id)
+    for period in periods:
+        mixed = _exact(ov.revenue_totals(catalog, period, ids))
+        filtered = ov._revenue_totals_filtered(catalog, period, ids, only_plan)
+        with mock.patch.object(ov, "split_days", _ledger_only):
+            assert mixed == _exact(ov.revenue_totals(catalog, period, ids)), period
+            assert filtered == ov._revenue_totals_filtered(catalog, period, ids, only_plan), period
 
 
 @pytest.fixture
@@ -275,6 +306,16 @@ def test_rollup_equals_a_fresh_aggregate_after_every_step(world, steps):
             for step in steps:
                 run.do(step)
                 assert_in_step()
+            midnight = t0.replace(hour=0)
+            assert_reads_agree(
+                [
+                    Period("custom", midnight - timedelta(days=1), run.now + timedelta(days=2)),  # whole days only
+                    Period("custom", t0 - timedelta(hours=37), run.now + timedelta(hours=5)),
+                    Period("custom", t0 + timedelta(hours=2), t0 + timedelta(hours=26)),  # cut inside a day
+                    Period("custom", t0 + timedelta(minutes=30), t0 + timedelta(minutes=90)),  # shorter than a day
+                ],
+                plans[0].pk,
+            )
         transaction.set_rollback(True)
 
 
