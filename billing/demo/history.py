@@ -41,6 +41,7 @@ from billing.demo.seed import (
     _explicit_timestamps,
     _hex32,
 )
+from billing.demo.seed import _mine as _mine_row
 from billing.models import (
     ChainEvent,
     Interval,
@@ -208,7 +209,25 @@ def _renewal(world: _World, rng: random.Random, sub: _Sub, plan: str, at: dateti
 
 
 def _simulate_customer(world: _World, customer: int, arrival: datetime) -> None:
+    """One customer's story: the plan they come for, the checkout funnel, then period after period until the
+    subscription ends or reaches today."""
     rng = random.Random(SEED * 1_000_003 + customer)
+    plan, network, token = _first_choice(world, rng, customer)
+    world.customers[customer] = arrival
+    first = _funnel(world, rng, customer, plan, network, token, arrival)
+    if first is None or first.confirmed >= world.now:
+        if first is not None:
+            first.status, first.confirmed = TxStatus.SUBMITTED, None
+        return
+    sub = _Sub(
+        customer, plan, first.confirmed, first.confirmed, first.confirmed + _period(world, plan) * first.periods, first
+    )
+    world.subs.append(sub)
+    _live(world, rng, sub)
+
+
+def _first_choice(world: _World, rng: random.Random, customer: int) -> tuple[str, str, tuple[str, str]]:
+    """The plan family the customer comes for (its experiment variant), and the network and token they pay in."""
     plans = world.catalog.plans
     family = rng.choices([f for _, f in FAMILIES], weights=[w for w, _ in FAMILIES])[0]
     plan = family
@@ -220,95 +239,123 @@ def _simulate_customer(world: _World, customer: int, arrival: datetime) -> None:
     if plan == "legacy-pro-usdc":
         network = "ethereum" if rng.random() < 0.6 else "base-sepolia"
         token = (network, "ETH" if rng.random() < 0.25 else "USDC")
-    world.customers[customer] = arrival
+    return plan, network, token
 
-    # The funnel: a checkout that is paid, or abandoned / failed (then maybe a second try a bit later).
-    first = None
-    at = arrival
+
+def _funnel(
+    world: _World, rng: random.Random, customer: int, plan: str, network: str, token: tuple[str, str], at: datetime
+) -> _Pay | None:
+    """A checkout that is paid, or abandoned / failed (then maybe a second try a bit later). -> the paid one."""
+    plans = world.catalog.plans
     for _attempt in range(2):
         paid = rng.random() < CONVERSION[plan]
         periods = 3 if plans[plan].interval in (Interval.MONTH, Interval.WEEK) and rng.random() < 0.07 else 1
         pay = _checkout(world, rng, customer, plan, network, token, at, periods=periods, paid=paid)
         if paid:
-            first = pay
-            break
+            return pay
         if rng.random() < 0.6:
-            return
+            return None
         at = at + timedelta(hours=rng.randint(1, 30))
         if at >= world.now - timedelta(hours=1):
-            return
-    if first is None or first.confirmed >= world.now:
-        if first is not None:
-            first.status, first.confirmed = TxStatus.SUBMITTED, None
-        return
+            return None
+    return None
 
-    sub = _Sub(
-        customer, plan, first.confirmed, first.confirmed, first.confirmed + _period(world, plan) * first.periods, first
-    )
-    world.subs.append(sub)
-    renew_p = {"day": 0.9, "week": 0.84, "month": 0.86, "year": 0.8}
+
+RENEW_PROBABILITY = {"day": 0.9, "week": 0.84, "month": 0.86, "year": 0.8}
+
+
+def _live(world: _World, rng: random.Random, sub: _Sub) -> None:
+    """Period after period: within each, maybe a refund (the end), an upgrade or a scheduled downgrade; at
+    its end, the scheduled plan, a renewal, a cancellation or a lapse."""
     while True:
-        plan_obj = plans[sub.plan]
-        # Within the period: refund of the latest payment, an upgrade, or a downgrade.
-        if rng.random() < 0.025 and sub.last.confirmed:
-            refund_at = sub.last.confirmed + timedelta(hours=rng.randint(1, 96))
-            if refund_at < world.now and refund_at < sub.end:
-                sub.last.status, sub.last.refunded = TxStatus.REFUNDED, refund_at
-                sub.status, sub.ended = SubscriptionStatus.EXPIRED, refund_at
-                sub.end = max(refund_at, sub.start + timedelta(seconds=1))
-                sub.pending_plan = sub.pending_end = None
-                return
-        if sub.plan in UPGRADE_TO and rng.random() < 0.07:
-            at = sub.start + (sub.end - sub.start) * rng.uniform(0.2, 0.8)
-            if at < world.now - timedelta(hours=1):
-                target = UPGRADE_TO[sub.plan]
-                if target in VARIANTS:  # the customer keeps their experiment variant
-                    experiment, mapping = VARIANTS[target]
-                    target = mapping[variant_of(experiment, customer)]
-                pay = _renewal(world, rng, sub, target, at)
-                if pay.confirmed and pay.confirmed < world.now:
-                    sub.plan, sub.last = target, pay
-                    sub.start, sub.end = pay.confirmed, pay.confirmed + _period(world, target)
-                    sub.pending_plan = sub.pending_end = None
-                    continue
-        if sub.plan in DOWNGRADE_TO and sub.pending_plan is None and rng.random() < 0.04:
-            at = sub.start + (sub.end - sub.start) * rng.uniform(0.3, 0.9)
-            if at < world.now - timedelta(hours=1):
-                target = DOWNGRADE_TO[sub.plan]
-                pay = _renewal(world, rng, sub, target, at)
-                if pay.confirmed and pay.confirmed < world.now:
-                    sub.last = pay
-                    sub.pending_plan, sub.pending_end = target, sub.end + _period(world, target)
+        if _refunded_within_period(world, rng, sub):
+            return
+        if _upgraded_within_period(world, rng, sub):
+            continue
+        _downgrade_within_period(world, rng, sub)
         if sub.end >= world.now:
             if rng.random() < 0.05:
                 sub.cancel, sub.canceled_at = True, sub.start + (world.now - sub.start) * rng.random()
             return
-        # The period is over.
-        if sub.pending_plan:
-            sub.plan, sub.start, sub.end = sub.pending_plan, sub.end, sub.pending_end
-            sub.pending_plan = sub.pending_end = None
-            continue
-        roll = rng.random()
-        p_renew = renew_p[plan_obj.interval]
-        if roll < p_renew:
-            early = timedelta(hours=rng.uniform(0, 36)) if plan_obj.interval != Interval.DAY else timedelta(0)
-            at = max(sub.end - early, sub.start + timedelta(minutes=5))
-            if roll < p_renew * 0.06:  # a late payment, inside the grace period
-                at = sub.end + timedelta(hours=rng.uniform(1, 24 * plan_obj.grace_period_days))
-            if at >= world.now - timedelta(minutes=30):
-                return _past_due(world, sub, plan_obj)
-            pay = _renewal(world, rng, sub, sub.plan, at)
-            if not pay.confirmed or pay.confirmed >= world.now:
-                return _past_due(world, sub, plan_obj)
-            sub.last = pay
-            sub.end = sub.end + _period(world, sub.plan)
-            continue
-        if roll < p_renew + 0.06:
-            sub.cancel = True
-            sub.canceled_at = sub.start + (sub.end - sub.start) * rng.uniform(0.1, 0.9)
-            sub.status, sub.ended = SubscriptionStatus.CANCELED, sub.end
+        if not _next_period(world, rng, sub):
             return
-        return _past_due(world, sub, plan_obj)
+
+
+def _refunded_within_period(world: _World, rng: random.Random, sub: _Sub) -> bool:
+    """The latest payment refunded: the subscription ends there."""
+    if rng.random() < 0.025 and sub.last.confirmed:
+        refund_at = sub.last.confirmed + timedelta(hours=rng.randint(1, 96))
+        if refund_at < world.now and refund_at < sub.end:
+            sub.last.status, sub.last.refunded = TxStatus.REFUNDED, refund_at
+            sub.status, sub.ended = SubscriptionStatus.EXPIRED, refund_at
+            sub.end = max(refund_at, sub.start + timedelta(seconds=1))
+            sub.pending_plan = sub.pending_end = None
+            return True
+    return False
+
+
+def _upgraded_within_period(world: _World, rng: random.Random, sub: _Sub) -> bool:
+    """An upgrade paid mid-period: the new plan starts at once (the customer keeps their experiment variant)."""
+    if sub.plan in UPGRADE_TO and rng.random() < 0.07:
+        at = sub.start + (sub.end - sub.start) * rng.uniform(0.2, 0.8)
+        if at < world.now - timedelta(hours=1):
+            target = UPGRADE_TO[sub.plan]
+            if target in VARIANTS:
+                experiment, mapping = VARIANTS[target]
+                target = mapping[variant_of(experiment, sub.customer)]
+            pay = _renewal(world, rng, sub, target, at)
+            if pay.confirmed and pay.confirmed < world.now:
+                sub.plan, sub.last = target, pay
+                sub.start, sub.end = pay.confirmed, pay.confirmed + _period(world, target)
+                sub.pending_plan = sub.pending_end = None
+                return True
+    return False
+
+
+def _downgrade_within_period(world: _World, rng: random.Random, sub: _Sub) -> None:
+    """A downgrade paid mid-period: the cheaper plan is scheduled after the current period."""
+    if sub.plan in DOWNGRADE_TO and sub.pending_plan is None and rng.random() < 0.04:
+        at = sub.start + (sub.end - sub.start) * rng.uniform(0.3, 0.9)
+        if at < world.now - timedelta(hours=1):
+            target = DOWNGRADE_TO[sub.plan]
+            pay = _renewal(world, rng, sub, target, at)
+            if pay.confirmed and pay.confirmed < world.now:
+                sub.last = pay
+                sub.pending_plan, sub.pending_end = target, sub.end + _period(world, target)
+
+
+def _next_period(world: _World, rng: random.Random, sub: _Sub) -> bool:
+    """The period is over: the scheduled plan starts, or the customer renews (early, on time or late inside
+    the grace period), cancels or lapses. -> whether the story goes on."""
+    plan_obj = world.catalog.plans[sub.plan]
+    if sub.pending_plan:
+        sub.plan, sub.start, sub.end = sub.pending_plan, sub.end, sub.pending_end
+        sub.pending_plan = sub.pending_end = None
+        return True
+    roll = rng.random()
+    p_renew = RENEW_PROBABILITY[plan_obj.interval]
+    if roll < p_renew:
+        early = timedelta(hours=rng.uniform(0, 36)) if plan_obj.interval != Interval.DAY else timedelta(0)
+        at = max(sub.end - early, sub.start + timedelta(minutes=5))
+        if roll < p_renew * 0.06:  # a late payment, inside the grace period
+            at = sub.end + timedelta(hours=rng.uniform(1, 24 * plan_obj.grace_period_days))
+        if at >= world.now - timedelta(minutes=30):
+            _past_due(world, sub, plan_obj)
+            return False
+        pay = _renewal(world, rng, sub, sub.plan, at)
+        if not pay.confirmed or pay.confirmed >= world.now:
+            _past_due(world, sub, plan_obj)
+            return False
+        sub.last = pay
+        sub.end = sub.end + _period(world, sub.plan)
+        return True
+    if roll < p_renew + 0.06:
+        sub.cancel = True
+        sub.canceled_at = sub.start + (sub.end - sub.start) * rng.uniform(0.1, 0.9)
+        sub.status, sub.ended = SubscriptionStatus.CANCELED, sub.end
+        return False
+    _past_due(world, sub, plan_obj)
+    return False
 
 
 def _past_due(world: _World, sub: _Sub, plan_obj) -> None:
@@ -400,51 +447,15 @@ def _chain_id_of(world: _World, pay: _Pay) -> int:
 
 
 def _rows_for(world: _World, pay: _Pay, user_id: int) -> tuple[PaymentTransaction, list[TransactionStatusChange]]:
+    """The payment's ledger row and its status history, as the services would have written them."""
     rng = random.Random(SEED * 7 + pay.index)
-    cat = world.catalog
-    network = cat.networks[pay.network]
-    token = cat.tokens[pay.token]
-    contract = cat.contracts[f"pass-{pay.network}"]
-    plan = cat.plans[pay.plan]
+    token = world.catalog.tokens[pay.token]
     actor = f"user:{user_id}"
     rate = (_eth_usd(pay.created, world.origin) if token.is_native else Decimal(1)).quantize(Decimal("0.00000001"))
     history: list[tuple[str, str, str, str, datetime, dict]] = [
         ("", TxStatus.PENDING, actor, "checkout created", pay.created, {})
     ]
-    tx = PaymentTransaction(
-        public_id=uuid.UUID(int=rng.getrandbits(128), version=4),
-        user_id=user_id,
-        product_id=plan.pk,
-        plan=plan,
-        provider=plan.provider
-        if pay.network in world.provider_networks[plan.provider.slug]
-        else cat.providers["evm-public"],
-        contract=contract,
-        network=network,
-        chain_id=network.chain_id,
-        token=token,
-        amount=pay.amount,
-        periods=pay.periods,
-        status=pay.status,
-        order_id=_hex32("history-order", pay.index),
-        payer_address=_payer(pay.customer),
-        usd_rate_at_checkout=rate,
-        expires_at=pay.created + timedelta(minutes=30),
-        checkout_payload={HISTORY_KEY: pay.index, "source": "seed_demo --history"},
-        created_at=pay.created,
-    )
-
-    def mined(at: datetime, with_log: bool) -> None:
-        tx.tx_hash = _hex32("history-tx", pay.index, at.timestamp())
-        seconds = (at - (world.origin - timedelta(days=2))).total_seconds()
-        tx.block_number = BLOCK_BASE[pay.network] + int(seconds // network.block_time_seconds)
-        tx.block_hash = _hex32("block", pay.network, tx.block_number)
-        tx.log_index = rng.randint(0, 120) if with_log else None
-        low, high = GAS_PRICE_WEI[pay.network]
-        tx.gas_used = rng.randint(95_000, 180_000) if with_log else rng.randint(30_000, 90_000)
-        tx.effective_gas_price = rng.randint(low, high)
-        tx.fee = tx.gas_used * tx.effective_gas_price
-
+    tx = _transaction_row(world, pay, rng, user_id, rate)
     if pay.status == TxStatus.EXPIRED:
         history.append(
             (TxStatus.PENDING, TxStatus.EXPIRED, "system:expiry", "checkout deadline passed", tx.expires_at, {})
@@ -456,55 +467,101 @@ def _rows_for(world: _World, pay: _Pay, user_id: int) -> tuple[PaymentTransactio
             tx.failure_reason = pay.failure_reason
             failed = pay.submitted + timedelta(seconds=rng.randint(5, 60))
             if "reverted" in pay.failure_reason or pay.failure_reason == "out of gas":
-                mined(failed, with_log=False)
+                _mine(world, pay, tx, rng, failed, with_log=False)
             history.append((TxStatus.SUBMITTED, TxStatus.FAILED, "chain", pay.failure_reason, failed, {}))
         elif pay.confirmed is not None:
-            if pay.retry:
-                reason = rng.choice(FAILURE_REASONS)
-                history.append((TxStatus.SUBMITTED, TxStatus.FAILED, "chain", reason, pay.failed_at, {}))
-                history.append((TxStatus.FAILED, TxStatus.SUBMITTED, actor, "wallet retried", pay.resubmitted, {}))
-            depth = network.confirmation_depth * network.block_time_seconds
-            mined(pay.confirmed - timedelta(seconds=depth), with_log=True)
-            tx.confirmed_at = pay.confirmed
-            tx.external_id = f"dlv-{tx.tx_hash[2:18]}"
-            tx.usd_rate_at_confirmation = (
-                _eth_usd(pay.confirmed, world.origin).quantize(Decimal("0.00000001")) if token.is_native else rate
-            )
-            history.append(
-                (
-                    TxStatus.SUBMITTED,
-                    TxStatus.CONFIRMED,
-                    "chain",
-                    f"{network.confirmation_depth} confirmations",
-                    pay.confirmed,
-                    {},
-                )
-            )
-            if pay.refunded is not None:
-                tx.refunded_at = pay.refunded
-                tx.refund_tx_hash = _hex32("history-refund", pay.index)
-                tx.refund_status = RefundStatus.MINED  # its refund operator transaction is mined
-                history.append(
-                    (TxStatus.CONFIRMED, TxStatus.REFUNDED, "user:admin", rng.choice(REFUND_REASONS), pay.refunded, {})
-                )
-            if pay.reorged is not None:
-                reason = f"reorg deeper than the confirmation depth removed block {tx.block_number}"
-                history.append(
-                    (
-                        TxStatus.CONFIRMED,
-                        TxStatus.NEEDS_REVIEW,
-                        "chain:follower",
-                        reason,
-                        pay.reorged,
-                        {"fork_block": tx.block_number - 3},
-                    )
-                )
+            history += _confirmed_history(world, pay, tx, rng, rate, actor)
     tx.updated_at = history[-1][4]
     changes = [
         TransactionStatusChange(from_status=f, to_status=t, actor=a, reason=r, created_at=when, details=d)
         for f, t, a, r, when, d in history
     ]
     return tx, changes
+
+
+def _transaction_row(world: _World, pay: _Pay, rng: random.Random, user_id: int, rate: Decimal) -> PaymentTransaction:
+    """The checkout's row as created (pending), before the chain says anything."""
+    cat = world.catalog
+    network = cat.networks[pay.network]
+    plan = cat.plans[pay.plan]
+    return PaymentTransaction(
+        public_id=uuid.UUID(int=rng.getrandbits(128), version=4),
+        user_id=user_id,
+        product_id=plan.pk,
+        plan=plan,
+        provider=plan.provider
+        if pay.network in world.provider_networks[plan.provider.slug]
+        else cat.providers["evm-public"],
+        contract=cat.contracts[f"pass-{pay.network}"],
+        network=network,
+        chain_id=network.chain_id,
+        token=cat.tokens[pay.token],
+        amount=pay.amount,
+        periods=pay.periods,
+        status=pay.status,
+        order_id=_hex32("history-order", pay.index),
+        payer_address=_payer(pay.customer),
+        usd_rate_at_checkout=rate,
+        expires_at=pay.created + timedelta(minutes=30),
+        checkout_payload={HISTORY_KEY: pay.index, "source": "seed_demo --history"},
+        created_at=pay.created,
+    )
+
+
+def _mine(world: _World, pay: _Pay, tx: PaymentTransaction, rng: random.Random, at: datetime, with_log: bool) -> None:
+    tx_hash = _hex32("history-tx", pay.index, at.timestamp())
+    network = world.catalog.networks[pay.network]
+    _mine_row(tx, rng, network, at, since=world.origin - timedelta(days=2), tx_hash=tx_hash, with_log=with_log)
+
+
+def _confirmed_history(
+    world: _World, pay: _Pay, tx: PaymentTransaction, rng: random.Random, rate: Decimal, actor: str
+) -> list[tuple[str, str, str, str, datetime, dict]]:
+    """A confirmed payment (after a failed first try when the wallet retried), then maybe refunded or sent
+    to review by a deep reorg."""
+    network = world.catalog.networks[pay.network]
+    history = []
+    if pay.retry:
+        reason = rng.choice(FAILURE_REASONS)
+        history.append((TxStatus.SUBMITTED, TxStatus.FAILED, "chain", reason, pay.failed_at, {}))
+        history.append((TxStatus.FAILED, TxStatus.SUBMITTED, actor, "wallet retried", pay.resubmitted, {}))
+    depth = network.confirmation_depth * network.block_time_seconds
+    _mine(world, pay, tx, rng, pay.confirmed - timedelta(seconds=depth), with_log=True)
+    tx.confirmed_at = pay.confirmed
+    tx.external_id = f"dlv-{tx.tx_hash[2:18]}"
+    tx.usd_rate_at_confirmation = (
+        _eth_usd(pay.confirmed, world.origin).quantize(Decimal("0.00000001")) if tx.token.is_native else rate
+    )
+    history.append(
+        (
+            TxStatus.SUBMITTED,
+            TxStatus.CONFIRMED,
+            "chain",
+            f"{network.confirmation_depth} confirmations",
+            pay.confirmed,
+            {},
+        )
+    )
+    if pay.refunded is not None:
+        tx.refunded_at = pay.refunded
+        tx.refund_tx_hash = _hex32("history-refund", pay.index)
+        tx.refund_status = RefundStatus.MINED  # its refund operator transaction is mined
+        history.append(
+            (TxStatus.CONFIRMED, TxStatus.REFUNDED, "user:admin", rng.choice(REFUND_REASONS), pay.refunded, {})
+        )
+    if pay.reorged is not None:
+        reason = f"reorg deeper than the confirmation depth removed block {tx.block_number}"
+        history.append(
+            (
+                TxStatus.CONFIRMED,
+                TxStatus.NEEDS_REVIEW,
+                "chain:follower",
+                reason,
+                pay.reorged,
+                {"fork_block": tx.block_number - 3},
+            )
+        )
+    return history
 
 
 def demo_history_seed_days(*, days: int, report: SeedReport, now: datetime | None = None) -> None:
@@ -650,19 +707,40 @@ def _unmatched(world: _World, report: SeedReport) -> None:
 
 def _operator_rows(world: _World, report: SeedReport) -> None:
     """Refund transactions with their fees, and a weekly withdrawal to the treasury from each production contract."""
-    rng = random.Random(SEED * 13)
-    cat = world.catalog
-    ops: list[OperatorTransaction] = []
-    events: list[ChainEvent] = []
+    rows = _OperatorRows(world)
+    for pay in world.pays:
+        if pay.refunded is not None:
+            rows.refund(pay)
+    rows.weekly_sweeps()
+    OperatorTransaction.objects.bulk_create(rows.ops)
+    ChainEvent.objects.bulk_create(rows.events, ignore_conflicts=True)
+    report.add("operator_transactions", len(rows.ops))
+    report.add("chain_events", len(rows.events))
 
-    def op(kind: str, net: str, at: datetime, payment: PaymentTransaction | None = None, reverted: bool = False):
+
+class _OperatorRows:
+    """The operator transactions (mined, or reverted) and the contract logs the follower would have mirrored."""
+
+    def __init__(self, world: _World):
+        self.world = world
+        self.rng = random.Random(SEED * 13)
+        self.ops: list[OperatorTransaction] = []
+        self.events: list[ChainEvent] = []
+
+    def _block(self, net: str, at: datetime) -> int:
+        network = self.world.catalog.networks[net]
+        return BLOCK_BASE[net] + int((at - self.world.origin).total_seconds() // network.block_time_seconds)
+
+    def send(self, kind: str, net: str, at: datetime, payment: PaymentTransaction | None = None, reverted=False) -> str:
+        """One operator transaction mined (or reverted) at `at`, with its fee. -> its hash."""
+        cat, rng = self.world.catalog, self.rng
         network = cat.networks[net]
         low, high = GAS_PRICE_WEI[net]
         gas, price = rng.randint(45_000, 90_000), rng.randint(low, high)
         tx_hash = (payment.refund_tx_hash if payment is not None else "") or _hex32(
             "history-op", kind, net, at.timestamp()
         )
-        ops.append(
+        self.ops.append(
             OperatorTransaction(
                 kind=kind,
                 status=OperatorTransaction.Status.REVERTED if reverted else OperatorTransaction.Status.MINED,
@@ -672,7 +750,7 @@ def _operator_rows(world: _World, report: SeedReport) -> None:
                 to=cat.contracts[f"pass-{net}"].address,
                 tx_hashes=[tx_hash],
                 mined_tx_hash=tx_hash,
-                block_number=BLOCK_BASE[net] + int((at - world.origin).total_seconds() // network.block_time_seconds),
+                block_number=self._block(net, at),
                 gas_used=gas,
                 effective_gas_price=price,
                 fee=gas * price,
@@ -687,83 +765,82 @@ def _operator_rows(world: _World, report: SeedReport) -> None:
         )
         return tx_hash
 
-    for pay in world.pays:
-        if pay.refunded is not None:
-            tx_hash = op("refund", pay.network, pay.refunded, payment=pay.row)
-            # The contract's Refunded log, mirrored as the follower would have (like the Withdrawn ones below):
-            # the event timeline shows it and billing_reconcile finds the refund's log on record.
-            row, network = pay.row, cat.networks[pay.network]
-            block = BLOCK_BASE[pay.network] + int(
-                (pay.refunded - world.origin).total_seconds() // network.block_time_seconds
+    def refund(self, pay: _Pay) -> None:
+        """The refund sent, and the contract's Refunded log, mirrored as the follower would have (like the
+        Withdrawn ones): the event timeline shows it and billing_reconcile finds the refund's log on record."""
+        tx_hash = self.send("refund", pay.network, pay.refunded, payment=pay.row)
+        row, network = pay.row, self.world.catalog.networks[pay.network]
+        block = self._block(pay.network, pay.refunded)
+        self.events.append(
+            ChainEvent(
+                contract=row.contract,
+                chain_id=network.chain_id,
+                name="Refunded",
+                block_number=block,
+                block_hash=_hex32("block", pay.network, block),
+                tx_hash=tx_hash,
+                log_index=0,
+                args={
+                    "orderId": row.order_id,
+                    "payer": row.payer_address,
+                    "token": row.token.address or "0x" + "0" * 40,
+                    "amount": str(row.amount),
+                },
+                amount=row.amount,
+                token_address=row.token.address,
+                transaction=row,
+                created_at=pay.refunded,
             )
-            events.append(
-                ChainEvent(
-                    contract=row.contract,
-                    chain_id=network.chain_id,
-                    name="Refunded",
-                    block_number=block,
-                    block_hash=_hex32("block", pay.network, block),
-                    tx_hash=tx_hash,
-                    log_index=0,
-                    args={
-                        "orderId": row.order_id,
-                        "payer": row.payer_address,
-                        "token": row.token.address or "0x" + "0" * 40,
-                        "amount": str(row.amount),
-                    },
-                    amount=row.amount,
-                    token_address=row.token.address,
-                    transaction=row,
-                    created_at=pay.refunded,
+        )
+
+    def weekly_sweeps(self) -> None:
+        """Weekly sweeps of what the production contracts received (the local chain plays production here)."""
+        world = self.world
+        week = timedelta(days=7)
+        cursor = world.origin + week
+        while cursor < world.now:
+            for net, symbol in (("anvil-local", "dUSD"), ("anvil-local", "ETH"), ("ethereum", "USDC")):
+                received = sum(
+                    p.amount
+                    for p in world.pays
+                    if p.network == net
+                    and p.token == (net, symbol)
+                    and p.confirmed
+                    and cursor - week <= p.confirmed < cursor
+                    and p.status in (TxStatus.CONFIRMED, TxStatus.REFUNDED)
                 )
+                if received:
+                    self.withdraw(net, symbol, received * 8 // 10, cursor)
+            cursor += week
+
+    def withdraw(self, net: str, symbol: str, amount: int, week_end: datetime) -> None:
+        """A withdrawal on the morning after `week_end` (on Ethereum it reverts now and then), and its log."""
+        world, rng = self.world, self.rng
+        at = week_end + timedelta(hours=rng.uniform(8, 11))
+        if at >= world.now:
+            return
+        reverted = net == "ethereum" and rng.random() < 0.1
+        tx_hash = self.send("withdraw", net, at, reverted=reverted)
+        if reverted:
+            return
+        network = world.catalog.networks[net]
+        token = world.catalog.tokens[(net, symbol)]
+        block = self._block(net, at)
+        self.events.append(
+            ChainEvent(
+                contract=world.catalog.contracts[f"pass-{net}"],
+                chain_id=network.chain_id,
+                name="Withdrawn",
+                block_number=block,
+                block_hash=_hex32("block", net, block),
+                tx_hash=tx_hash,
+                log_index=0,
+                args={"token": token.address or "0x" + "0" * 40, "to": TREASURY, "amount": str(amount)},
+                amount=amount,
+                token_address=token.address,
+                created_at=at + timedelta(seconds=network.confirmation_depth * network.block_time_seconds),
             )
-    # Weekly sweeps of what the production contracts received (the local chain plays production here).
-    week = timedelta(days=7)
-    cursor = world.origin + week
-    while cursor < world.now:
-        for net, symbol in (("anvil-local", "dUSD"), ("anvil-local", "ETH"), ("ethereum", "USDC")):
-            received = sum(
-                p.amount
-                for p in world.pays
-                if p.network == net
-                and p.token == (net, symbol)
-                and p.confirmed
-                and cursor - week <= p.confirmed < cursor
-                and p.status in (TxStatus.CONFIRMED, TxStatus.REFUNDED)
-            )
-            if not received:
-                continue
-            amount = received * 8 // 10
-            at = cursor + timedelta(hours=rng.uniform(8, 11))
-            if at >= world.now:
-                continue
-            reverted = net == "ethereum" and rng.random() < 0.1
-            tx_hash = op("withdraw", net, at, reverted=reverted)
-            if reverted:
-                continue
-            network = cat.networks[net]
-            token = cat.tokens[(net, symbol)]
-            block = BLOCK_BASE[net] + int((at - world.origin).total_seconds() // network.block_time_seconds)
-            events.append(
-                ChainEvent(
-                    contract=cat.contracts[f"pass-{net}"],
-                    chain_id=network.chain_id,
-                    name="Withdrawn",
-                    block_number=block,
-                    block_hash=_hex32("block", net, block),
-                    tx_hash=tx_hash,
-                    log_index=0,
-                    args={"token": token.address or "0x" + "0" * 40, "to": TREASURY, "amount": str(amount)},
-                    amount=amount,
-                    token_address=token.address,
-                    created_at=at + timedelta(seconds=network.confirmation_depth * network.block_time_seconds),
-                )
-            )
-        cursor += week
-    OperatorTransaction.objects.bulk_create(ops)
-    ChainEvent.objects.bulk_create(events, ignore_conflicts=True)
-    report.add("operator_transactions", len(ops))
-    report.add("chain_events", len(events))
+        )
 
 
 def _dead_letters(world: _World, report: SeedReport) -> None:

@@ -403,6 +403,17 @@ def demo_users_seed(*, report: SeedReport) -> dict[str, models.Model]:
 
 @transaction.atomic
 def demo_catalog_seed(*, report: SeedReport) -> DemoCatalog:
+    """The demo catalog through the catalog services: what is missing is created, what exists is kept."""
+    networks = _seed_networks(report)
+    tokens = _seed_tokens(networks, report)
+    contracts = _seed_contracts(networks, report)
+    providers = _seed_providers(networks, tokens, contracts, report)
+    plans = _seed_plans(tokens, providers, report)
+    return DemoCatalog(networks=networks, tokens=tokens, contracts=contracts, providers=providers, plans=plans)
+
+
+def _seed_networks(report: SeedReport) -> dict[str, Network]:
+    """The networks, their RPC endpoints and the checkout's fallback order."""
     networks: dict[str, Network] = {}
     for spec in NETWORKS:
         spec = dict(spec)
@@ -421,7 +432,10 @@ def demo_catalog_seed(*, report: SeedReport) -> DemoCatalog:
     if missing:  # appended after what an operator ordered
         catalog.crypto_config_update(data={}, fallback_networks=[*current, *missing])
         report.add("network_fallbacks", len(missing))
+    return networks
 
+
+def _seed_tokens(networks: dict[str, Network], report: SeedReport) -> dict[tuple[str, str], Token]:
     tokens: dict[tuple[str, str], Token] = {}
     for net, symbol, name, decimals, address, usd in TOKENS:
         tokens[(net, symbol)] = _create_if_missing(
@@ -432,7 +446,11 @@ def demo_catalog_seed(*, report: SeedReport) -> DemoCatalog:
             {"network": networks[net], "symbol": symbol},
             {"name": name, "decimals": decimals, "address": address or "", "usd_estimate": usd},
         )
+    return tokens
 
+
+def _seed_contracts(networks: dict[str, Network], report: SeedReport) -> dict[str, PaymentContract]:
+    """One SubscriptionPass per network, at a placeholder address until `deploy_contracts` writes the real one."""
     abi = load_pass_abi()
     contracts: dict[str, PaymentContract] = {}
     for slug, network in networks.items():
@@ -456,7 +474,15 @@ def demo_catalog_seed(*, report: SeedReport) -> DemoCatalog:
                 "enabled": network.enabled,
             },
         )
+    return contracts
 
+
+def _seed_providers(
+    networks: dict[str, Network],
+    tokens: dict[tuple[str, str], Token],
+    contracts: dict[str, PaymentContract],
+    report: SeedReport,
+) -> dict[str, PaymentProvider]:
     providers: dict[str, PaymentProvider] = {}
     for spec in PROVIDERS:
         provider = PaymentProvider.objects.filter(slug=spec["slug"]).first()
@@ -476,7 +502,12 @@ def demo_catalog_seed(*, report: SeedReport) -> DemoCatalog:
             )
             report.add("providers")
         providers[spec["slug"]] = provider
+    return providers
 
+
+def _seed_plans(
+    tokens: dict[tuple[str, str], Token], providers: dict[str, PaymentProvider], report: SeedReport
+) -> dict[str, Plan]:
     plans: dict[str, Plan] = {}
     for spec in PLANS:
         spec = dict(spec)
@@ -486,8 +517,7 @@ def demo_catalog_seed(*, report: SeedReport) -> DemoCatalog:
         spec["contract"] = provider.contract
         spec["provider"] = provider
         plans[slug] = _create_if_missing(Plan, catalog.plan_create, report, "plans", {"slug": slug}, spec)
-
-    return DemoCatalog(networks=networks, tokens=tokens, contracts=contracts, providers=providers, plans=plans)
+    return plans
 
 
 def _new_webhook_secret() -> str:
@@ -557,6 +587,29 @@ BLOCK_BASE = {"anvil-local": 1, "base-sepolia": 12_000_000, "ethereum": 20_500_0
 
 def _hex32(*parts) -> str:
     return "0x" + hashlib.sha256(":".join(map(str, (HISTORY_SEED, *parts))).encode()).hexdigest()
+
+
+def _mine(
+    tx: PaymentTransaction,
+    rng: random.Random,
+    network: Network,
+    at: datetime,
+    *,
+    since: datetime,
+    tx_hash: str,
+    with_log: bool,
+) -> None:
+    """The transaction mined at `at` on `network`: its hash, its block (counted from BLOCK_BASE at `since`), a
+    log index when it emitted one (a payment that went through), and its gas and fee."""
+    tx.tx_hash = tx_hash
+    seconds = (at - since).total_seconds()
+    tx.block_number = BLOCK_BASE[network.slug] + int(seconds // network.block_time_seconds)
+    tx.block_hash = _hex32("block", network.slug, tx.block_number)
+    tx.log_index = rng.randint(0, 120) if with_log else None
+    low, high = GAS_PRICE_WEI[network.slug]
+    tx.gas_used = rng.randint(95_000, 180_000) if with_log else rng.randint(30_000, 90_000)
+    tx.effective_gas_price = rng.randint(low, high)
+    tx.fee = tx.gas_used * tx.effective_gas_price
 
 
 def _eth_usd(t: datetime, origin: datetime) -> Decimal:
@@ -684,28 +737,51 @@ def _history_plan(total: int, ctx: _Ctx) -> list[_Attempt]:
     return out
 
 
+_History = list[tuple[str, str, str, str, datetime]]
+
+
 def _build_rows(
     a: _Attempt, ctx: _Ctx, user_id: int | None
 ) -> tuple[PaymentTransaction, list[TransactionStatusChange]]:
+    """The attempt's ledger row and its status history, as the services would have written them."""
     rng = random.Random(HISTORY_SEED * 7 + a.index)
+    actor_user = f"user:{user_id}" if user_id else "chain"
+    tx = _attempt_row(a, ctx, rng, user_id)
+    history: _History = []
+    if tx.plan is not None:
+        tx.expires_at = a.created + timedelta(minutes=30)
+        history.append(("", TxStatus.PENDING, actor_user, "checkout created", a.created))
+    if a.status == TxStatus.UNMATCHED:
+        _mine_attempt(a, ctx, tx, rng, a.created, with_log=True)
+        history.append(("", TxStatus.UNMATCHED, "chain", "value reached the contract without a checkout", a.created))
+    elif a.status == TxStatus.EXPIRED:
+        history.append((TxStatus.PENDING, TxStatus.EXPIRED, "system:expiry", "checkout deadline passed", tx.expires_at))
+    elif a.status != TxStatus.PENDING:
+        history += _chain_history(a, ctx, tx, rng, actor_user)
+    tx.updated_at = history[-1][4]
+    rows = [
+        TransactionStatusChange(from_status=f, to_status=t, actor=actor, reason=reason, created_at=at)
+        for f, t, actor, reason, at in history
+    ]
+    return tx, rows
+
+
+def _attempt_row(a: _Attempt, ctx: _Ctx, rng: random.Random, user_id: int | None) -> PaymentTransaction:
+    """The row as the checkout created it (or, without a plan, as the follower recorded a plain transfer)."""
     cat = ctx.catalog
     network = cat.networks[a.network]
     token = cat.tokens[a.token]
-    contract = cat.contracts[f"pass-{a.network}"]
     plan = cat.plans[a.plan] if a.plan else None
     provider = plan.provider if plan else cat.providers["evm-local" if a.network == "anvil-local" else "evm-public"]
-    actor_user = f"user:{user_id}" if user_id else "chain"
     rate = _eth_usd(a.created, ctx.origin) if token.is_native else Decimal(1 + rng.uniform(-0.0005, 0.0005))
     rate = rate.quantize(Decimal("0.00000001"))
-    history: list[tuple[str, str, str, str, datetime]] = []
-
-    tx = PaymentTransaction(
+    return PaymentTransaction(
         public_id=uuid.UUID(int=rng.getrandbits(128), version=4),
         user_id=user_id if plan else None,
         product_id=plan.pk if plan else None,
         plan=plan,
         provider=provider,
-        contract=contract,
+        contract=cat.contracts[f"pass-{a.network}"],
         network=network,
         chain_id=network.chain_id,
         token=token,
@@ -718,80 +794,68 @@ def _build_rows(
         checkout_payload={"demo_index": a.index, "demo_anchor": ctx.now.isoformat(), "source": "seed_demo"},
         created_at=a.created,
     )
-    if plan is not None:
-        tx.expires_at = a.created + timedelta(minutes=30)
-        history.append(("", TxStatus.PENDING, actor_user, "checkout created", a.created))
 
-    def mined(at: datetime, with_log: bool) -> None:
-        tx.tx_hash = _hex32("tx", a.index, at.timestamp())
-        seconds = (at - (ctx.now - timedelta(days=HISTORY_DAYS + 2))).total_seconds()
-        tx.block_number = BLOCK_BASE[a.network] + int(seconds // network.block_time_seconds)
-        tx.block_hash = _hex32("block", a.network, tx.block_number)
-        tx.log_index = rng.randint(0, 120) if with_log else None
-        low, high = GAS_PRICE_WEI[a.network]
-        tx.gas_used = rng.randint(95_000, 180_000) if with_log else rng.randint(30_000, 90_000)
-        tx.effective_gas_price = rng.randint(low, high)
-        tx.fee = tx.gas_used * tx.effective_gas_price
 
-    if a.status == TxStatus.UNMATCHED:
-        mined(a.created, with_log=True)
-        history.append(("", TxStatus.UNMATCHED, "chain", "value reached the contract without a checkout", a.created))
-    elif a.status == TxStatus.EXPIRED:
-        history.append((TxStatus.PENDING, TxStatus.EXPIRED, "system:expiry", "checkout deadline passed", tx.expires_at))
-    elif a.status != TxStatus.PENDING:
-        submitted = a.created + timedelta(seconds=rng.randint(20, 240))
-        tx.submitted_at = submitted
-        history.append((TxStatus.PENDING, TxStatus.SUBMITTED, actor_user, "transaction hash reported", submitted))
-        if a.retry:
-            failed_at = submitted + timedelta(seconds=rng.randint(5, 60))
-            reason = rng.choice(FAILURE_REASONS)
-            history.append((TxStatus.SUBMITTED, TxStatus.FAILED, "chain", reason, failed_at))
-            submitted = failed_at + timedelta(seconds=rng.randint(30, 600))
-            history.append((TxStatus.FAILED, TxStatus.SUBMITTED, actor_user, "wallet retried", submitted))
-        if a.status == TxStatus.FAILED:
-            tx.failure_reason = rng.choice(FAILURE_REASONS)
-            failed_at = submitted + timedelta(seconds=rng.randint(5, 60))
-            if "reverted" in tx.failure_reason or tx.failure_reason == "out of gas":
-                mined(failed_at, with_log=False)
-            history.append((TxStatus.SUBMITTED, TxStatus.FAILED, "chain", tx.failure_reason, failed_at))
-        elif a.status != TxStatus.SUBMITTED:
-            depth = network.confirmation_depth * network.block_time_seconds
-            confirmed = submitted + timedelta(seconds=depth + rng.randint(1, 30))
-            mined(confirmed - timedelta(seconds=depth), with_log=True)
-            tx.confirmed_at = confirmed
-            tx.external_id = f"dlv-{tx.tx_hash[2:18]}"
-            tx.usd_rate_at_confirmation = (
-                _eth_usd(confirmed, ctx.origin).quantize(Decimal("0.00000001")) if token.is_native else rate
-            )
-            history.append(
-                (
-                    TxStatus.SUBMITTED,
-                    TxStatus.CONFIRMED,
-                    "chain",
-                    f"{network.confirmation_depth} confirmations",
-                    confirmed,
-                )
-            )
-            if a.status == TxStatus.REFUNDED:
-                refunded = min(confirmed + timedelta(hours=rng.randint(1, 240)), ctx.now - timedelta(minutes=1))
-                refunded = max(refunded, confirmed + timedelta(seconds=1))
-                tx.refunded_at = refunded
-                tx.refund_tx_hash = _hex32("refund", a.index)
-                tx.refund_status = RefundStatus.MINED
-                reason = rng.choice(REFUND_REASONS)
-                history.append((TxStatus.CONFIRMED, TxStatus.REFUNDED, ctx.admin_actor, reason, refunded))
-            elif a.status == TxStatus.NEEDS_REVIEW:
-                flagged = confirmed + timedelta(minutes=rng.randint(1, 30))
-                tx.failure_reason = "log removed by a reorg deeper than the confirmation depth"
-                history.append(
-                    (TxStatus.CONFIRMED, TxStatus.NEEDS_REVIEW, "system:reorg-check", tx.failure_reason, flagged)
-                )
-    tx.updated_at = history[-1][4]
-    rows = [
-        TransactionStatusChange(from_status=f, to_status=t, actor=actor, reason=reason, created_at=at)
-        for f, t, actor, reason, at in history
+def _mine_attempt(a: _Attempt, ctx: _Ctx, tx: PaymentTransaction, rng: random.Random, at: datetime, *, with_log: bool):
+    since = ctx.now - timedelta(days=HISTORY_DAYS + 2)
+    tx_hash = _hex32("tx", a.index, at.timestamp())
+    _mine(tx, rng, ctx.catalog.networks[a.network], at, since=since, tx_hash=tx_hash, with_log=with_log)
+
+
+def _chain_history(a: _Attempt, ctx: _Ctx, tx: PaymentTransaction, rng: random.Random, actor_user: str) -> _History:
+    """From the reported hash on: a failed first try the wallet retried, then failed, still submitted, or
+    confirmed (and then maybe refunded or flagged by a reorg)."""
+    history: _History = []
+    submitted = a.created + timedelta(seconds=rng.randint(20, 240))
+    tx.submitted_at = submitted
+    history.append((TxStatus.PENDING, TxStatus.SUBMITTED, actor_user, "transaction hash reported", submitted))
+    if a.retry:
+        failed_at = submitted + timedelta(seconds=rng.randint(5, 60))
+        reason = rng.choice(FAILURE_REASONS)
+        history.append((TxStatus.SUBMITTED, TxStatus.FAILED, "chain", reason, failed_at))
+        submitted = failed_at + timedelta(seconds=rng.randint(30, 600))
+        history.append((TxStatus.FAILED, TxStatus.SUBMITTED, actor_user, "wallet retried", submitted))
+    if a.status == TxStatus.FAILED:
+        tx.failure_reason = rng.choice(FAILURE_REASONS)
+        failed_at = submitted + timedelta(seconds=rng.randint(5, 60))
+        if "reverted" in tx.failure_reason or tx.failure_reason == "out of gas":
+            _mine_attempt(a, ctx, tx, rng, failed_at, with_log=False)
+        history.append((TxStatus.SUBMITTED, TxStatus.FAILED, "chain", tx.failure_reason, failed_at))
+    elif a.status != TxStatus.SUBMITTED:
+        history += _confirmed_history(a, ctx, tx, rng, submitted)
+    return history
+
+
+def _confirmed_history(
+    a: _Attempt, ctx: _Ctx, tx: PaymentTransaction, rng: random.Random, submitted: datetime
+) -> _History:
+    network = ctx.catalog.networks[a.network]
+    depth = network.confirmation_depth * network.block_time_seconds
+    confirmed = submitted + timedelta(seconds=depth + rng.randint(1, 30))
+    _mine_attempt(a, ctx, tx, rng, confirmed - timedelta(seconds=depth), with_log=True)
+    tx.confirmed_at = confirmed
+    tx.external_id = f"dlv-{tx.tx_hash[2:18]}"
+    tx.usd_rate_at_confirmation = (
+        _eth_usd(confirmed, ctx.origin).quantize(Decimal("0.00000001"))
+        if tx.token.is_native
+        else tx.usd_rate_at_checkout
+    )
+    history: _History = [
+        (TxStatus.SUBMITTED, TxStatus.CONFIRMED, "chain", f"{network.confirmation_depth} confirmations", confirmed)
     ]
-    return tx, rows
+    if a.status == TxStatus.REFUNDED:
+        refunded = min(confirmed + timedelta(hours=rng.randint(1, 240)), ctx.now - timedelta(minutes=1))
+        refunded = max(refunded, confirmed + timedelta(seconds=1))
+        tx.refunded_at = refunded
+        tx.refund_tx_hash = _hex32("refund", a.index)
+        tx.refund_status = RefundStatus.MINED
+        reason = rng.choice(REFUND_REASONS)
+        history.append((TxStatus.CONFIRMED, TxStatus.REFUNDED, ctx.admin_actor, reason, refunded))
+    elif a.status == TxStatus.NEEDS_REVIEW:
+        flagged = confirmed + timedelta(minutes=rng.randint(1, 30))
+        tx.failure_reason = "log removed by a reorg deeper than the confirmation depth"
+        history.append((TxStatus.CONFIRMED, TxStatus.NEEDS_REVIEW, "system:reorg-check", tx.failure_reason, flagged))
+    return history
 
 
 @contextmanager
