@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.db import connection
 from django.db.models import QuerySet
 
 from profiles.models import QuotaGrant, Wallet
@@ -21,9 +22,23 @@ def quota_grant_for_user(*, user_id: int) -> QuotaGrant | None:
     return QuotaGrant.objects.filter(user_id=user_id).first()
 
 
+def wallet_is_verified_sql(*, user_id: int, address: str) -> tuple[str, list]:
+    """`wallet_is_verified_for_user` as one SQL boolean expression and its parameters, for a caller that reads it
+    inside a statement it sends anyway (a checkout's idempotency-key lookup), saving a round trip."""
+    table = connection.ops.quote_name(Wallet._meta.db_table)
+    sql = (
+        f"EXISTS (SELECT 1 FROM {table} w WHERE w.user_id = %s AND UPPER(w.address::text) = UPPER(%s)"  # noqa: S608
+        " AND w.verified_at IS NOT NULL)"
+    )
+    return sql, [user_id, address]
+
+
 def wallet_is_verified_for_user(*, user, address: str) -> bool:
     """Whether `address` is one of the user's SIWE-verified wallets (any chain: an EVM account is the same
     key everywhere). Addresses are compared case-insensitively (stored EIP-55)."""
     if not address:
         return False
-    return Wallet.objects.filter(user=user, address__iexact=address, verified_at__isnull=False).exists()
+    sql, params = wallet_is_verified_sql(user_id=user.pk, address=address)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {sql}", params)  # noqa: S608 - constants of this module; values are parameters
+        return bool(cursor.fetchone()[0])

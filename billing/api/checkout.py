@@ -14,7 +14,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from billing.models import PaymentTransaction
-from billing.services.checkout import checkout_prepare, checkout_write
+from billing.services.checkout import checkout_payer_check_sql, checkout_prepare, checkout_write
 from billing.services.idempotency import idempotent_run, request_fingerprint
 from billing.services.receipts import transaction_submit
 from billing_project.api_errors import ApiError, error_body, service_error_response
@@ -202,12 +202,15 @@ class CheckoutCreateView(APIView):
                 fields={"Idempotency-Key": ["1-255 characters."]},
             )
         body = request.data if isinstance(request.data, dict) else {}
+        wallet = body.get("wallet")
         outcome = idempotent_run(
             user=request.user,
             key=key,
             fingerprint=request_fingerprint(method="POST", path=request.path, body=body) if key else "",
-            work=lambda: self._checkout(request, body),
+            # The payer check is read by the key's lookup (one round trip fewer).
+            work=lambda read=None: self._checkout(request, body, None if read is None else (wallet, read)),
             retryable_codes=RETRYABLE_REFUSALS,
+            also_read=checkout_payer_check_sql(user=request.user, wallet=wallet) if key else None,
         )
         if outcome.refusal == "in_progress":
             raise ApiError(
@@ -227,7 +230,7 @@ class CheckoutCreateView(APIView):
             response["Idempotent-Replayed"] = "true"
         return response
 
-    def _checkout(self, request, body):
+    def _checkout(self, request, body, payer_verified=None):
         """(status, body, write): the answer, and what writes the checkout (None for a refusal)."""
         serializer = CheckoutRequestSerializer(data=body)
         if not serializer.is_valid():
@@ -242,6 +245,7 @@ class CheckoutCreateView(APIView):
                 network_slug=data.get("network"),
                 token_symbol=data.get("token"),
                 periods=data.get("periods", 1),
+                payer_verified=payer_verified,
             )
         except ServiceError as exc:  # the idempotency record stores the same answer the handler would give
             status_code, body = service_error_response(exc)

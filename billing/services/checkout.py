@@ -32,7 +32,7 @@ from billing.models import CryptoConfig, PaymentTransaction, Plan, TransactionSt
 from billing.selectors import PaymentOption, network_is_healthy, plan_payment_options
 from billing.services.ledger import transaction_count_on_commit
 from billing_project.errors import ServiceError
-from profiles.selectors import wallet_is_verified_for_user
+from profiles.selectors import wallet_is_verified_for_user, wallet_is_verified_sql
 
 log = structlog.get_logger(__name__)
 
@@ -172,6 +172,20 @@ def payload_to_json(payload: CheckoutPayload) -> dict:
     return data
 
 
+def checkout_payer_check_sql(*, user, wallet) -> tuple[str, list] | None:
+    """The payer check of `checkout_prepare` (BILLING_REQUIRE_VERIFIED_PAYER) as an SQL expression a caller can
+    read in a statement it sends anyway, for the wallet of the request's body; None when there is nothing to read."""
+    if not settings.BILLING_REQUIRE_VERIFIED_PAYER or not isinstance(wallet, str) or not wallet:
+        return None
+    return wallet_is_verified_sql(user_id=user.pk, address=wallet)
+
+
+def _payer_verified(user, payer: str, already: tuple[str, bool] | None) -> bool:
+    if already is not None and isinstance(already[0], str) and already[0].lower() == payer.lower():
+        return bool(already[1])
+    return wallet_is_verified_for_user(user=user, address=payer)
+
+
 def checkout_prepare(
     *,
     user,
@@ -181,6 +195,7 @@ def checkout_prepare(
     token_symbol: str | None = None,
     periods: int = 1,
     now: datetime | None = None,
+    payer_verified: tuple[str, bool] | None = None,
 ) -> PreparedCheckout:
     """Validate, choose the network, sign: everything of a checkout but the write (`checkout_write`).
 
@@ -204,7 +219,7 @@ def checkout_prepare(
         # eth_utils 6 no longer checks EIP-55 in is_address: mixed case that fails it is a typo.
         raise CheckoutError("invalid_wallet", "The wallet's EIP-55 checksum does not match.", field="wallet")
     payer = to_checksum_address(payer_address)
-    if settings.BILLING_REQUIRE_VERIFIED_PAYER and not wallet_is_verified_for_user(user=user, address=payer):
+    if settings.BILLING_REQUIRE_VERIFIED_PAYER and not _payer_verified(user, payer, payer_verified):
         # Otherwise a "pay this link" phish gives the plan to the link's creator while the victim pays.
         raise CheckoutError(
             "payer_not_verified",

@@ -40,7 +40,7 @@ class IdempotentOutcome:
 
 _FIND_SQL = """
 SELECT pg_try_advisory_lock(hashtextextended(%s, 0)), k.id, k.fingerprint, k.state, k.response_status,
-       k.response_body, k.transaction_id, k.expires_at
+       k.response_body, k.transaction_id, k.expires_at{also}
 FROM (SELECT 1) AS one
 LEFT JOIN billing_idempotencykey k ON k.user_id = %s AND k.scope = %s AND k.key = %s
 """
@@ -81,6 +81,7 @@ def idempotent_run(
     work,
     scope: str = "checkout",
     retryable_codes: frozenset[str] = frozenset(),
+    also_read: tuple[str, list] | None = None,
 ) -> IdempotentOutcome:
     """Run `work()` at most once per (user, scope, key). `work()` returns (status, body, write): `write` is None
     when the answer wrote nothing (a refusal), else a callable that writes the work's rows in one statement and
@@ -93,7 +94,11 @@ def idempotent_run(
     answer is already stored: then this is a replay). A row: replay its answer (200/201/4xx as first sent), 409
     mismatch for another body, or forget it when expired. No row: run the work, then write. A 5xx answer or a
     refusal whose code is in `retryable_codes` writes nothing and keeps no key, so the client's retry runs
-    again."""
+    again.
+
+    `also_read` (an SQL expression and its parameters) is read by the key's statement too, and its value given to
+    the work as `work(read=value)`: one round trip for what the work would otherwise ask on its own (without a
+    key there is no such statement, and the work is called without it)."""
     if not key:
         status, body, write = work()
         tx_id = write() if write is not None and status < 500 else None
@@ -103,8 +108,13 @@ def idempotent_run(
         locked = False
         try:
             with connection.cursor() as cursor:
-                cursor.execute(_FIND_SQL, [lock_name, user.pk, scope, key])
-                locked, pk, stored_fp, state, status, body, tx_id, expires_at = cursor.fetchone()
+                if also_read is None:
+                    cursor.execute(_FIND_SQL.format(also=""), [lock_name, user.pk, scope, key])
+                else:
+                    cursor.execute(
+                        _FIND_SQL.format(also=f", ({also_read[0]})"), [lock_name, *also_read[1], user.pk, scope, key]
+                    )
+                locked, pk, stored_fp, state, status, body, tx_id, expires_at, *read = cursor.fetchone()
             now = timezone.now()
             if pk is not None and expires_at <= now:
                 if not locked:  # another request is replacing the expired row right now
@@ -125,7 +135,7 @@ def idempotent_run(
                 return IdempotentOutcome(status, body, tx_id, replayed=True)
             if not locked:
                 return IdempotentOutcome(409, None, refusal="in_progress")
-            status, body, write = work()
+            status, body, write = work(read=read[0]) if also_read is not None else work()
             if not _kept(status, body, retryable_codes):
                 return IdempotentOutcome(status, body, None)  # the finally releases the lock
             key_values = [user.pk, key, scope, fingerprint, IdempotencyKey.State.COMPLETED, status, json.dumps(body)]

@@ -30,11 +30,11 @@ def _statements(captured) -> list[str]:
 def test_a_warm_checkout_is_a_handful_of_statements(world, user_api, django_assert_max_num_queries):
     assert _post(user_api, key="warm-up").status_code == 201  # fills this process's plan and health caches
 
-    # The token, the key's lock and row, the payer's verified-wallet check (BILLING_REQUIRE_VERIFIED_PAYER), then
-    # ONE statement writing the ledger row (payload included), its history row and the key's row with the answer
-    # (and releasing the lock); here inside a savepoint because the test runs in a transaction (in production the
-    # statement is its own transaction). Before issue 9: 22.
-    with django_assert_max_num_queries(6) as captured:
+    # The token, the key's lock and row with the payer's verified-wallet check (BILLING_REQUIRE_VERIFIED_PAYER) in
+    # the same statement, then ONE statement writing the ledger row (payload included), its history row and the
+    # key's row with the answer (and releasing the lock); here inside a savepoint because the test runs in a
+    # transaction (in production the statement is its own transaction). Before issue 9: 22.
+    with django_assert_max_num_queries(5) as captured:
         response = _post(user_api, key="measured")
     assert response.status_code == 201, response.content
     sql = _statements(captured)
