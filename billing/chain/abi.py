@@ -7,6 +7,7 @@ Kept free of network access: the ABI comes from a PaymentContract row or a build
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -311,10 +312,99 @@ def _value_reader(param: Mapping):
     return lambda value: normalize(value, param)
 
 
+class _Irregular(Exception):
+    """A data word the fast reader does not take as it stands (dirty padding, out of range): eth_abi decides."""
+
+
+_HEX_DIGITS = re.compile(r"[0-9a-fA-F]*")
+_ZERO_PAD = "0" * 64
+_STATIC_KIND = re.compile(r"(uint|int|bytes)(\d+)|address|bool")
+
+
+def _word_reader(kind: str):
+    """A function 64 hex digits -> the value eth_abi gives for one static `kind` in strict mode, or None when
+    `kind` is not a plain static type (tuples, arrays, dynamic types: eth_abi decodes those). A word eth_abi
+    would refuse or read differently raises _Irregular, and the caller hands the whole log to eth_abi."""
+    match = _STATIC_KIND.fullmatch(kind)
+    if match is None:
+        return None
+    base, size = match.group(1), int(match.group(2)) if match.group(2) else 0
+    if kind == "address":
+
+        def read(word: str) -> str:
+            if word[:24] != _ZERO_PAD[:24]:
+                raise _Irregular
+            return "0x" + word[24:].lower()
+
+    elif kind == "bool":
+
+        def read(word: str) -> bool:
+            if word[:63] != _ZERO_PAD[:63] or word[63] not in "01":
+                raise _Irregular
+            return word[63] == "1"
+
+    elif base == "uint" and 0 < size <= 256 and size % 8 == 0:
+        limit = 1 << size
+
+        def read(word: str) -> int:
+            value = int(word, 16)
+            if value >= limit:
+                raise _Irregular
+            return value
+
+    elif base == "int" and 0 < size <= 256 and size % 8 == 0:
+        low, high = -(1 << (size - 1)), 1 << (size - 1)
+
+        def read(word: str) -> int:
+            value = int(word, 16)
+            if value >= 1 << 255:
+                value -= 1 << 256
+            if not low <= value < high:
+                raise _Irregular
+            return value
+
+    elif base == "bytes" and 0 < size <= 32:
+        digits = 2 * size
+
+        def read(word: str) -> bytes:
+            if word[digits:] != _ZERO_PAD[digits:]:
+                raise _Irregular
+            return bytes.fromhex(word[:digits])
+
+    else:
+        return None
+    return read
+
+
+def _words_reader(kinds: list[str]):
+    """Reads the data of an event whose unindexed arguments are all plain static types (each one 32-byte word,
+    like the Paid event's) straight from the eth_getLogs hex, or None for any other event."""
+    readers = [_word_reader(kind) for kind in kinds]
+    if not readers or any(read is None for read in readers):
+        return None
+    size = 64 * len(readers)
+    spans = [(read, 64 * i, 64 * (i + 1)) for i, read in enumerate(readers)]
+
+    def read_words(data: str) -> list | None:
+        digits = data[2:] if data.startswith("0x") else data  # as _bytes reads it
+        if len(digits) != size or not _HEX_DIGITS.fullmatch(digits):
+            return None
+        try:
+            return [read(digits[start:end]) for read, start, end in spans]
+        except _Irregular:
+            return None
+
+    return read_words
+
+
 class LogDecoder:
     """The events of one ABI (plus the ERC-20 Transfer), compiled once: topic0 -> the names, the eth_abi types
     of the data and a reader per argument. `decode` gives what `decode_log` gives for the same raw log, without
-    rebuilding the ABI index or normalising generically per log (the follower decodes thousands per batch)."""
+    rebuilding the ABI index or normalising generically per log (the follower decodes thousands per batch).
+    An event whose data is only plain static words (the Paid event) is read word by word from the hex answer,
+    about ten times faster than eth_abi; any word eth_abi would refuse or read differently (dirty padding, a
+    value out of its type's range, odd lengths) sends the log to eth_abi, so the result or the error is
+    eth_abi's."""
 
     def __init__(self, abi: Iterable[Mapping], *, include_erc20: bool = True):
         self._by_topic: dict[str, list[tuple]] = {}
@@ -329,6 +419,7 @@ class LogDecoder:
                 [canonical_type(p) for p in plain],
                 [(p["name"], _value_reader(p)) for p in plain],
                 [p["name"] for p in inputs],
+                _words_reader([canonical_type(p) for p in plain]),
             )
             self._by_topic.setdefault(event_topic(item), []).append(spec)
 
@@ -337,14 +428,17 @@ class LogDecoder:
         if not topics:
             return None
         topics = [t if isinstance(t, str) else _hex(t) for t in topics]
-        for name, n_indexed, topic_readers, data_types, value_readers, order in self._by_topic.get(
+        for name, n_indexed, topic_readers, data_types, value_readers, order, read_words in self._by_topic.get(
             topics[0].lower(), ()
         ):
             if n_indexed != len(topics) - 1:
                 continue
             args = {arg: read(topic) for (arg, read), topic in zip(topic_readers, topics[1:], strict=True)}
             if data_types:
-                values = abi_decode(data_types, _bytes(log.get("data") or "0x"))
+                data = log.get("data") or "0x"
+                values = read_words(data) if read_words is not None and isinstance(data, str) else None
+                if values is None:
+                    values = abi_decode(data_types, _bytes(data))
                 for (arg, read), value in zip(value_readers, values, strict=True):
                     args[arg] = read(value) if read else value
             return name, {arg: args[arg] for arg in order}
