@@ -8,7 +8,7 @@ message left behind), so it is sent after the caller's transaction commits. Task
 
 from __future__ import annotations
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from billing_project.celery import app
 
@@ -23,4 +23,20 @@ def enqueue_on_commit(task_name: str, *calls: tuple, countdown: float | None = N
         for args in calls:
             task.apply_async(args, countdown=countdown)
 
+    transaction.on_commit(send)
+
+
+def enqueue_once_on_commit(task_name: str) -> None:
+    """After the current transaction commits, send `task_name` (no arguments) once, however many times this is
+    called in the transaction: a sweep trigger (outbox_sweep finds every due row), not one message per row.
+    A hook already waiting in this transaction is found among the connection's commit hooks, so a call inside a
+    savepoint that rolls back does not swallow the trigger of a later call."""
+    for _, func, _ in connection.run_on_commit:
+        if getattr(func, "sends_once", None) == task_name:
+            return
+
+    def send() -> None:
+        app.tasks[task_name].apply_async(())
+
+    send.sends_once = task_name
     transaction.on_commit(send)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from datetime import datetime, timedelta
 
 import requests
@@ -20,7 +19,7 @@ from django.utils.module_loading import import_string
 
 from billing import metrics, signing
 from billing.attempts import Attempts, parse_claim
-from billing.dispatch import enqueue_on_commit
+from billing.dispatch import enqueue_on_commit, enqueue_once_on_commit
 from billing.models import DeliveryAttempt, OutboxDelivery, OutboxEvent
 from billing_project.logging import error_text
 
@@ -79,53 +78,50 @@ def ops_notice(*, kind: str, key: str, title: str, body: str = "", data: dict | 
     )
 
 
-_INSERT_EVENTS = f"""
-    INSERT INTO {OutboxEvent._meta.db_table} (event_id, topic, aggregate_type, aggregate_id, payload, created_at)
-    SELECT e, t, a, i, p, %s FROM json_to_recordset(%s::json) AS v(e uuid, t text, a text, i text, p jsonb)
-    RETURNING id, event_id"""  # noqa: S608 (table names from the models)
-_INSERT_DELIVERIES = f"""
+# The events and their deliveries in one statement: event ids made by PostgreSQL (gen_random_uuid, a v4 UUID
+# like the model's default) and put into the payload there, one delivery per (event, subscriber of its topic).
+_INSERT_EVENTS_AND_DELIVERIES = f"""
+    WITH r AS MATERIALIZED (
+        SELECT gen_random_uuid() AS u, v.* FROM json_to_recordset(%s::json) AS v(t text, a text, i text, p jsonb)
+    ), events AS (
+        INSERT INTO {OutboxEvent._meta.db_table} (event_id, topic, aggregate_type, aggregate_id, payload, created_at)
+        SELECT u, t, a, i, jsonb_build_object('event_id', u::text) || p, %s FROM r
+        RETURNING id, topic
+    )
     INSERT INTO {OutboxDelivery._meta.db_table} (event_id, subscriber, status, attempts, max_attempts,
         next_attempt_at, last_error, created_at, updated_at)
-    SELECT e, s, %s, 0, %s, %s, '', %s, %s FROM json_to_recordset(%s::json) AS v(e bigint, s text)"""  # noqa: S608
+    SELECT events.id, s.s, %s, 0, %s, %s, '', %s, %s
+    FROM events JOIN json_to_recordset(%s::json) AS s(t text, s text) ON s.t = events.topic"""  # noqa: S608
 
 
 def outbox_emit_many(events: list[tuple[str, dict, str, str]]) -> int:
-    """Bulk form of `outbox_emit` for (topic, payload, aggregate_type, aggregate_id) tuples: two INSERT statements
-    (the events, then their deliveries) in the caller's transaction, and one trigger on commit (`outbox_sweep`,
+    """Bulk form of `outbox_emit` for (topic, payload, aggregate_type, aggregate_id) tuples: one INSERT statement
+    for the events and their deliveries in the caller's transaction, and one trigger on commit (`outbox_sweep`,
     which finds every due delivery) instead of one message per delivery. Returns how many events it wrote."""
     if not events:
         return 0
-    event_ids = [uuid.uuid4() for _ in events]
-    rows = [
-        {"e": str(event_id), "t": topic, "a": kind, "i": str(key)[:64], "p": {"event_id": str(event_id), **payload}}
-        for event_id, (topic, payload, kind, key) in zip(event_ids, events, strict=True)
-    ]
+    subscribers = {topic: _subscribers_for(topic) for topic in {topic for topic, _, _, _ in events}}
+    rows = [{"t": topic, "a": kind, "i": str(key)[:64], "p": payload} for topic, payload, kind, key in events]
+    pairs = [{"t": topic, "s": name} for topic, names in subscribers.items() for name in names]
+    deliveries = sum(len(subscribers[topic]) for topic, _, _, _ in events)
     now = timezone.now()
     with connection.cursor() as cursor:
-        cursor.execute(_INSERT_EVENTS, [now, json.dumps(rows, separators=(",", ":"), cls=DjangoJSONEncoder)])
-        ids = {str(event_id): pk for pk, event_id in cursor.fetchall()}
-        subscribers: dict[str, list[str]] = {}
-        deliveries = [
-            {"e": ids[str(event_id)], "s": name}
-            for event_id, (topic, _, _, _) in zip(event_ids, events, strict=True)
-            for name in subscribers.setdefault(topic, _subscribers_for(topic))
-        ]
-        if deliveries:
-            cursor.execute(
-                _INSERT_DELIVERIES,
-                [
-                    OutboxDelivery.Status.PENDING,
-                    settings.BILLING_OUTBOX_MAX_ATTEMPTS,
-                    now,
-                    now,
-                    now,
-                    json.dumps(deliveries, separators=(",", ":")),
-                ],
-            )
-
+        cursor.execute(
+            _INSERT_EVENTS_AND_DELIVERIES,
+            [
+                json.dumps(rows, separators=(",", ":"), cls=DjangoJSONEncoder),
+                now,
+                OutboxDelivery.Status.PENDING,
+                settings.BILLING_OUTBOX_MAX_ATTEMPTS,
+                now,
+                now,
+                now,
+                json.dumps(pairs, separators=(",", ":")),
+            ],
+        )
     if deliveries:
-        enqueue_on_commit("billing.tasks.outbox_sweep", ())
-    log.info("outbox.emitted_many", events=len(events), deliveries=len(deliveries))
+        enqueue_once_on_commit("billing.tasks.outbox_sweep")
+    log.info("outbox.emitted_many", events=len(events), deliveries=deliveries)
     return len(events)
 
 

@@ -4,7 +4,6 @@ locked (`select_for_update`) and the chain log is unique on (chain_id, tx_hash, 
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +15,7 @@ from django.utils import timezone
 from eth_utils import to_checksum_address
 
 from billing import metrics
+from billing.bulk_sql import bulk_cursor, json_list, json_rows
 from billing.chain.abi import checksum
 from billing.chain.logs import GasFacts, ObservedLog
 from billing.fields import ZERO_ADDRESS
@@ -244,14 +244,24 @@ def payment_observe_paid(
 CONFIRMABLE = (TxStatus.PENDING, TxStatus.SUBMITTED, TxStatus.FAILED, TxStatus.EXPIRED)
 
 # Bulk statements take their rows as one JSON document (json_to_recordset): one parameter, parsed by PostgreSQL,
-# instead of one array per column that psycopg would quote element by element in Python.
+# instead of one array per column that psycopg would quote element by element in Python. Each chain event is
+# linked to its order's ledger row in the statement (an order's row never changes).
 _INSERT_PAID_EVENTS = f"""
     INSERT INTO {ChainEvent._meta.db_table} (contract_id, chain_id, name, block_number, block_hash, tx_hash,
         log_index, args, amount, token_address, removed, apply_error, transaction_id, created_at)
-    SELECT %s, %s, 'Paid', b, h, t, i, a, m, k, false, '', x, %s
-    FROM json_to_recordset(%s::json) AS v(b bigint, h text, t text, i int, a jsonb, m numeric, k text, x bigint)
+    SELECT %s, %s, 'Paid', b, h, t, i, a, m, k, false, '',
+        (SELECT p.id FROM {PaymentTransaction._meta.db_table} AS p WHERE p.contract_id = %s AND p.order_id = v.o), %s
+    FROM json_to_recordset(%s::json) AS v(b bigint, h text, t text, i int, a jsonb, m numeric, k text, o text)
     ON CONFLICT (chain_id, tx_hash, log_index) DO NOTHING
     RETURNING tx_hash, log_index"""  # noqa: S608 (table names from the models)
+
+# The ledger rows of the batch's orders, locked in id order (as the one-by-one path locks one).
+_LOCK_ORDERS = f"""
+    SELECT id, public_id::text, order_id, status, amount::text, token_id, payer_address, user_id, plan_id, periods,
+        submitted_at, created_at, confirmed_at
+    FROM {PaymentTransaction._meta.db_table}
+    WHERE contract_id = %s AND order_id IN (SELECT json_array_elements_text(%s::json))
+    ORDER BY id FOR UPDATE"""  # noqa: S608
 
 _CONFIRM = f"""
     UPDATE {PaymentTransaction._meta.db_table} AS t
@@ -268,8 +278,22 @@ _HISTORY = f"""
     RETURNING id, transaction_id"""  # noqa: S608
 
 
-def _rows(rows: list[dict]) -> str:
-    return json.dumps(rows, separators=(",", ":"))
+class _Order(NamedTuple):
+    """A locked ledger row of the batch, as the bulk path reads it (a tuple, no model instance)."""
+
+    pk: int
+    public_id: str
+    order_id: str
+    status: str
+    amount: int
+    token_id: int
+    payer_address: str
+    user_id: int | None
+    plan_id: int | None
+    periods: int
+    submitted_at: datetime | None
+    created_at: datetime | None
+    confirmed_at: datetime | None
 
 
 class PaidRow(NamedTuple):
@@ -279,6 +303,10 @@ class PaidRow(NamedTuple):
     user_id: int | None
     plan_id: int | None
     periods: int
+
+
+def _order_of(o: ObservedLog) -> str | None:
+    return str(o.args.get("orderId", "")).lower() if o.name in ("Paid", "Refunded") else None
 
 
 def payments_apply_in_bulk(*, contract: PaymentContract, observed: list[ObservedLog], source: str) -> list[ObservedLog]:
@@ -292,25 +320,22 @@ def payments_apply_in_bulk(*, contract: PaymentContract, observed: list[Observed
     skip django-auditlog: the status history is the ledger's record of a mirrored chain event.
 
     Locks in the order of the one-by-one path (the chain event first, then the ledger row), so a webhook worker
-    racing the follower waits on one of them and then sees the other's effect."""
+    racing the follower waits on one of them and then sees the other's effect. Rows are read as tuples through
+    `bulk_cursor` (no ORM query building or model instances: a batch holds up to 2,000 payments)."""
     paid = [o for o in observed if o.name == "Paid"]
     if not paid:
         return list(observed)
     now = timezone.now()
-    orders = {str(o.args["orderId"]).lower() for o in observed if o.name in ("Paid", "Refunded")}
-    # The ledger rows' ids, unlocked: the events are inserted already linked (an order's row never changes),
-    # then the rows are locked and read again (a webhook may have confirmed one meanwhile).
-    order_rows = dict(
-        PaymentTransaction.objects.filter(contract=contract, order_id__in=list(orders)).values_list("order_id", "pk")
-    )
-    with connection.cursor() as cursor:
+    orders = [_order_of(o) for o in observed]
+    with bulk_cursor() as cursor:
         cursor.execute(
             _INSERT_PAID_EVENTS,
             [
                 contract.pk,
                 paid[0].chain_id,
+                contract.pk,
                 now,
-                _rows(
+                json_rows(
                     [
                         {
                             "b": o.block_number,
@@ -320,57 +345,41 @@ def payments_apply_in_bulk(*, contract: PaymentContract, observed: list[Observed
                             "a": _json_args(o.args),
                             "m": str(int(o.args["amount"])),
                             "k": o.args.get("token") if o.args.get("token") != ZERO_ADDRESS else "",
-                            "x": order_rows.get(str(o.args["orderId"]).lower()),
+                            "o": order,
                         }
-                        for o in paid
+                        for o, order in zip(observed, orders, strict=True)
+                        if o.name == "Paid"
                     ]
                 ),
             ],
         )
-        new_events = {(tx_hash, index) for tx_hash, index in cursor.fetchall()}
-    rows = {
-        row["order_id"]: row
-        for row in PaymentTransaction.objects.select_for_update()
-        .filter(pk__in=list(order_rows.values()))
-        .order_by("pk")
-        .values(
-            "pk",
-            "public_id",
-            "order_id",
-            "status",
-            "amount",
-            "token_id",
-            "payer_address",
-            "user_id",
-            "plan_id",
-            "periods",
-            "submitted_at",
-            "created_at",
-            "confirmed_at",
-        )
-    }
-    tokens = Token.objects.in_bulk({row["token_id"] for row in rows.values()})
-    seen = Counter(str(o.args["orderId"]).lower() for o in paid)
+        new_events = set(cursor.fetchall())
+        cursor.execute(_LOCK_ORDERS, [contract.pk, json_list({order for order in orders if order is not None})])
+        rows = {row[2]: _Order(*row[:4], int(row[4]), *row[5:]) for row in cursor.fetchall()}
+    tokens = Token.objects.in_bulk({row.token_id for row in rows.values()})
+    token_addresses = {pk: _token_address(token) for pk, token in tokens.items()}
+    seen = Counter(order for o, order in zip(observed, orders, strict=True) if o.name == "Paid")
     candidates, held_users = [], set()
-    for o in observed:
-        row = rows.get(str(o.args.get("orderId", "")).lower()) if o.name in ("Paid", "Refunded") else None
+    for o, order in zip(observed, orders, strict=True):
+        row = rows.get(order) if order is not None else None
         plain = (
             o.name == "Paid"
             and row is not None
             and (o.tx_hash, o.log_index) in new_events
-            and row["status"] in CONFIRMABLE
-            and seen[row["order_id"]] == 1
-            and int(o.args["amount"]) == row["amount"]
-            and checksum(o.args.get("token") or ZERO_ADDRESS) == _token_address(tokens[row["token_id"]])
-            and (not row["payer_address"] or checksum(o.args["payer"]) == row["payer_address"])
+            and row.status in CONFIRMABLE
+            and seen[order] == 1
+            and int(o.args["amount"]) == row.amount
+            and checksum(o.args.get("token") or ZERO_ADDRESS) == token_addresses[row.token_id]
+            and (not row.payer_address or checksum(o.args["payer"]) == row.payer_address)
         )
         if plain:
             candidates.append((o, row))
-        elif row is not None and row["user_id"] is not None:
-            held_users.add(row["user_id"])
-    bulk = [(o, row) for o, row in candidates if row["user_id"] is None or row["user_id"] not in held_users]
+        elif row is not None and row.user_id is not None:
+            held_users.add(row.user_id)
+    bulk = [(o, row) for o, row in candidates if row.user_id is None or row.user_id not in held_users]
     if not bulk:
         return list(observed)
+    rates = {pk: _str_or_none(token.usd_estimate) for pk, token in tokens.items()}
     with connection.cursor() as cursor:
         cursor.execute(
             _CONFIRM,
@@ -378,16 +387,16 @@ def payments_apply_in_bulk(*, contract: PaymentContract, observed: list[Observed
                 TxStatus.CONFIRMED,
                 now,
                 now,
-                _rows(
+                json_rows(
                     [
                         {
-                            "id": row["pk"],
+                            "id": row.pk,
                             "h": o.tx_hash,
                             "b": o.block_number,
                             "bh": o.block_hash,
                             "i": o.log_index,
                             "p": checksum(o.args["payer"]),
-                            "u": _str_or_none(tokens[row["token_id"]].usd_estimate),
+                            "u": rates[row.token_id],
                         }
                         for o, row in bulk
                     ]
@@ -401,39 +410,41 @@ def payments_apply_in_bulk(*, contract: PaymentContract, observed: list[Observed
                 source,
                 "payment log at depth",
                 now,
-                _rows([{"id": row["pk"], "f": row["status"]} for _, row in bulk]),
+                json_rows([{"id": row.pk, "f": row.status} for _, row in bulk]),
             ],
         )
-        changes = dict((tx_id, change_id) for change_id, tx_id in cursor.fetchall())
-    plans = Plan.objects.in_bulk({row["plan_id"] for _, row in bulk if row["plan_id"]})
+        changes = {tx_id: change_id for change_id, tx_id in cursor.fetchall()}
+    plans = dict(Plan.objects.filter(pk__in={row.plan_id for _, row in bulk if row.plan_id}).values_list("pk", "slug"))
+    symbols = {pk: token.symbol for pk, token in tokens.items()}
+    decimals = {pk: token.decimals for pk, token in tokens.items()}
     outbox_emit_many(  # what transaction_set_status tells the payer (payment.status.v1), one per history row
         [
             (
                 "payment.status.v1",
                 {
-                    "change_id": changes[row["pk"]],
-                    "transaction_id": row["pk"],
-                    "public_id": str(row["public_id"]),
-                    "user_id": row["user_id"],
+                    "change_id": changes[row.pk],
+                    "transaction_id": row.pk,
+                    "public_id": row.public_id,
+                    "user_id": row.user_id,
                     "status": TxStatus.CONFIRMED,
-                    "from_status": row["status"],
+                    "from_status": row.status,
                     "failure_reason": "",
-                    "amount": str(row["amount"]),
-                    "token": tokens[row["token_id"]].symbol,
-                    "decimals": tokens[row["token_id"]].decimals,
-                    "plan": plans[row["plan_id"]].slug if row["plan_id"] else None,
+                    "amount": str(row.amount),
+                    "token": symbols[row.token_id],
+                    "decimals": decimals[row.token_id],
+                    "plan": plans[row.plan_id] if row.plan_id else None,
                     "tx_hash": o.tx_hash,
                 },
                 "transaction",
-                str(row["pk"]),
+                str(row.pk),
             )
             for o, row in bulk
-            if row["user_id"]
+            if row.user_id
         ]
     )
-    _count_on_commit(contract, [row for _, row in bulk], tokens, now)
+    _count_on_commit(contract, [row for _, row in bulk], symbols, now)
     subscriptions_apply_payments(
-        txs=[PaidRow(row["pk"], row["user_id"], row["plan_id"], row["periods"]) for _, row in bulk],
+        txs=[PaidRow(row.pk, row.user_id, row.plan_id, row.periods) for _, row in bulk],
         now=now,
     )
     log.info("payment.confirmed_in_bulk", contract_slug=contract.slug, count=len(bulk), source=source)
@@ -441,15 +452,15 @@ def payments_apply_in_bulk(*, contract: PaymentContract, observed: list[Observed
     return [o for o in observed if id(o) not in done]
 
 
-def _count_on_commit(contract: PaymentContract, rows: list[dict], tokens: dict, now: datetime) -> None:
+def _count_on_commit(contract: PaymentContract, rows: list[_Order], symbols: dict, now: datetime) -> None:
     """billing_transactions_total and the confirmation latency of the rows confirmed in bulk, counted when the
     batch commits (as `ledger.transaction_count_on_commit` does for one row)."""
     network = contract.network.slug
-    counts = Counter(tokens[row["token_id"]].symbol for row in rows)
+    counts = Counter(symbols[row.token_id] for row in rows)
     latencies = [
-        ("submitted", row["submitted_at"]) if row["submitted_at"] else ("checkout", row["created_at"])
+        ("submitted", row.submitted_at) if row.submitted_at else ("checkout", row.created_at)
         for row in rows
-        if row["confirmed_at"] is None
+        if row.confirmed_at is None
     ]
 
     def count() -> None:

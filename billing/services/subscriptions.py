@@ -31,6 +31,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from billing.bulk_sql import bulk_cursor, json_list
 from billing.models import (
     LIVE_SUBSCRIPTION_STATUSES,
     PaymentTransaction,
@@ -513,34 +514,31 @@ def subscriptions_apply_payments(*, txs: list, now: datetime | None = None) -> i
     plans = Plan.objects.in_bulk()
     tokens: dict = {}
     subs: dict[int, _Sub] = {}
-    for row in (
-        Subscription.objects.select_for_update()
-        .filter(user_id__in=list(by_user), status__in=LIVE_SUBSCRIPTION_STATUSES)
-        .order_by("pk")
-        .values(*_SUB_FIELDS)
-    ):
-        debt_token_id = row.pop("debt_token_id")
-        if debt_token_id is not None and debt_token_id not in tokens:
-            tokens[debt_token_id] = Token.objects.get(pk=debt_token_id)
-        sub = _Sub(
-            **row,
-            pk=row["id"],
-            plan=plans[row["plan_id"]],
-            pending_plan=plans.get(row["pending_plan_id"]),
-            debt_token=tokens.get(debt_token_id),
-        )
-        subs[sub.user_id] = sub
-    timelines: dict[int, list] = {sub.pk: [] for sub in subs.values()}
-    if subs:
-        by_pk = {sub.pk: sub for sub in subs.values()}
-        for sub_id, plan_id, status, starts_at, ends_at in (
-            SubscriptionPeriod.objects.filter(subscription_id__in=list(by_pk))
-            .order_by("starts_at", "id")
-            .values_list("subscription_id", "plan_id", "status", "starts_at", "ends_at")
-        ):
-            by_pk[sub_id].has_periods = True
-            if status == PeriodStatus.ACTIVE:
-                timelines[sub_id].append(_Period(by_pk[sub_id], plans[plan_id], starts_at, ends_at))
+    users = json_list(by_user)
+    with bulk_cursor() as cursor:  # tuples, not model instances: a batch holds up to 2,000 payments
+        cursor.execute(_LOCK_LIVE_SUBSCRIPTIONS, [users, *LIVE_SUBSCRIPTION_STATUSES])
+        for values in cursor.fetchall():
+            row = dict(zip(_SUB_FIELDS, values, strict=True))
+            row["debt_amount"] = int(row["debt_amount"])
+            debt_token_id = row.pop("debt_token_id")
+            if debt_token_id is not None and debt_token_id not in tokens:
+                tokens[debt_token_id] = Token.objects.get(pk=debt_token_id)
+            sub = _Sub(
+                **row,
+                pk=row["id"],
+                plan=plans[row["plan_id"]],
+                pending_plan=plans.get(row["pending_plan_id"]),
+                debt_token=tokens.get(debt_token_id),
+            )
+            subs[sub.user_id] = sub
+        timelines: dict[int, list] = {sub.pk: [] for sub in subs.values()}
+        if subs:
+            by_pk = {sub.pk: sub for sub in subs.values()}
+            cursor.execute(_TIMELINES, [json_list(by_pk)])
+            for sub_id, plan_id, status, starts_at, ends_at in cursor.fetchall():
+                by_pk[sub_id].has_periods = True
+                if status == PeriodStatus.ACTIVE:
+                    timelines[sub_id].append(_Period(by_pk[sub_id], plans[plan_id], starts_at, ends_at))
     new_subs: list[_Sub] = []
     changed: dict[int, _Sub] = {}
     new_periods: list[_Period] = []
@@ -646,6 +644,18 @@ _SUB_FIELDS = [
     "cancel_at_period_end",
     "canceled_at",
 ]
+# The live subscriptions of the batch's users, locked in id order, and their periods (bulk_cursor reads them).
+_LOCK_LIVE_SUBSCRIPTIONS = (
+    f"SELECT {', '.join(f'{name}::text' if name == 'debt_amount' else name for name in _SUB_FIELDS)} "  # noqa: S608
+    f"FROM {Subscription._meta.db_table} "
+    "WHERE user_id IN (SELECT json_array_elements_text(%s::json)::bigint) AND status IN (%s, %s) "
+    "ORDER BY id FOR UPDATE"
+)
+_TIMELINES = (
+    "SELECT subscription_id, plan_id, status, starts_at, ends_at "  # noqa: S608
+    f"FROM {SubscriptionPeriod._meta.db_table} "
+    "WHERE subscription_id IN (SELECT json_array_elements_text(%s::json)::bigint) ORDER BY starts_at, id"
+)
 _SUB_COLUMNS = """user_id bigint, plan_id bigint, status text, current_period_start timestamptz,
     current_period_end timestamptz, pending_plan_id bigint, pending_period_end timestamptz, grace_until timestamptz,
     debt_amount numeric, debt_token_id bigint, ended_at timestamptz, last_transaction_id bigint,
