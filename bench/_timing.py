@@ -1,4 +1,5 @@
-"""The in-process timing loop the overview, console and metrics benches share.
+"""The in-process timing loop the overview, console and metrics benches share, and the other pieces more
+than one bench uses (Celery worker stop, one child process per --mode, the ledger database's size).
 
 `interleaved(call, base, runs)`: two warm-up rounds, then `runs` rounds of the measured call followed by one
 call of its baseline, so both see the same load; wall and CPU milliseconds of each call, the baseline's wall
@@ -59,6 +60,43 @@ def stop_workers(procs, *, timeout: float) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
+
+
+MODE_SUMMARY = "MODE_SUMMARY "  # the line a --mode child prints its summary on (JSON after the prefix)
+
+
+def run_modes(script: str, modes: tuple[str, ...]) -> tuple[dict[str, dict], bool]:
+    """`script` once per mode, each in a child process of its own (Django is set up once per process, on one
+    database and broker), with this run's other arguments: their output passes through, their MODE_SUMMARY
+    lines are collected. -> ({mode: summary}, whether any child failed)."""
+    import json
+    import subprocess
+    import sys
+
+    summaries: dict[str, dict] = {}
+    failed = False
+    for mode in modes:
+        argv = [a for a in sys.argv[1:] if not a.startswith("--mode")]
+        proc = subprocess.Popen([sys.executable, script, "--mode", mode, *argv], stdout=subprocess.PIPE,
+                                text=True, bufsize=1)  # fmt: skip
+        for line in proc.stdout:
+            if line.startswith(MODE_SUMMARY):
+                summaries[mode] = json.loads(line[len(MODE_SUMMARY) :])
+            else:
+                print(line, end="", flush=True)
+        failed |= proc.wait() != 0
+    return summaries, failed
+
+
+def ledger_size() -> tuple[int, int]:
+    """(payments, subscriptions) in the bench's ledger database."""
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("SELECT count(*) FROM billing_paymenttransaction")
+        payments = cur.fetchone()[0]
+        cur.execute("SELECT count(*) FROM billing_subscription")
+        return payments, cur.fetchone()[0]
 
 
 def ledger_bench_setup(description: str, *, runs: int) -> tuple:

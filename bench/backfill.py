@@ -52,7 +52,7 @@ TARGET_RATIO = 0.25
 PRICE_WEI = 5 * 10**15
 SCALED_BROKER = "redis://127.0.0.1:6379/13"
 MODES = ("embedded", "scaled")
-SUMMARY = "MODE_SUMMARY "
+SUMMARY = "MODE_SUMMARY "  # _timing.MODE_SUMMARY: the line run_modes collects from each --mode child
 
 
 def main() -> int:
@@ -115,17 +115,9 @@ def main() -> int:
 
 def _both() -> int:
     """Each mode in a child process of its own (Django is set up once per process), then side by side."""
-    summaries, failed = {}, False
-    for mode in MODES:
-        argv = [a for a in sys.argv[1:] if not a.startswith("--mode")]
-        proc = subprocess.Popen([sys.executable, __file__, "--mode", mode, *argv], stdout=subprocess.PIPE,
-                                text=True, bufsize=1)  # fmt: skip
-        for line in proc.stdout:
-            if line.startswith(SUMMARY):
-                summaries[mode] = json.loads(line[len(SUMMARY) :])
-            else:
-                print(line, end="", flush=True)
-        failed |= proc.wait() != 0
+    from _timing import run_modes
+
+    summaries, failed = run_modes(__file__, MODES)
     print()
     print("backfill, embedded vs scaled (each ratio against the raw eth_getLogs baseline of the same run):")
     for mode, s in summaries.items():

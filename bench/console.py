@@ -48,7 +48,7 @@ def main() -> int:
     import django
 
     django.setup()
-    from _timing import interleaved, p95
+    from _timing import interleaved, ledger_size, p95
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
     from django.core.cache import cache
@@ -69,11 +69,8 @@ def main() -> int:
     client = Client()
     client.force_login(user)
     cache.clear()
+    payments, subscriptions = ledger_size()
     with connection.cursor() as cur:
-        cur.execute("SELECT count(*) FROM billing_paymenttransaction")
-        payments = cur.fetchone()[0]
-        cur.execute("SELECT count(*) FROM billing_subscription")
-        subscriptions = cur.fetchone()[0]
         cur.execute("SELECT slug FROM billing_network WHERE NOT is_testnet ORDER BY slug LIMIT 1")
         network = cur.fetchone()[0]
 

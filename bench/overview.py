@@ -95,7 +95,7 @@ def main() -> int:
     import django
 
     django.setup()
-    from _timing import interleaved, p95
+    from _timing import interleaved, ledger_size, p95
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
     from django.core.cache import cache
@@ -113,11 +113,7 @@ def main() -> int:
     key = Token.objects.get_or_create(user=user)[0].key
     api = Client(HTTP_AUTHORIZATION=f"Token {key}")
     cache.clear()
-    with connection.cursor() as cur:
-        cur.execute("SELECT count(*) FROM billing_paymenttransaction")
-        payments = cur.fetchone()[0]
-        cur.execute("SELECT count(*) FROM billing_subscription")
-        subscriptions = cur.fetchone()[0]
+    payments, subscriptions = ledger_size()
 
     window = resolve_period(name=args.period, start=None, end=None, now=timezone.now())
     params = {"start": window.start, "end": window.end, "prev": window.previous.start}

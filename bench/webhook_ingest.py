@@ -131,7 +131,7 @@ def start_chain():
 
 SCALED_BROKER = "redis://127.0.0.1:6379/12"
 MODES = ("embedded", "scaled")
-SUMMARY = "MODE_SUMMARY "
+SUMMARY = "MODE_SUMMARY "  # _timing.MODE_SUMMARY: the line run_modes collects from each --mode child
 
 
 class Deployment:
@@ -382,19 +382,9 @@ def main() -> int:
     args, _ = parser.parse_known_args()  # bench/run_all.py passes its arguments to every script
     if args.mode != "both":
         return run_mode(args, args.mode)
-    # Each mode in a child process of its own (Django is set up once per process, on one database and broker).
-    summaries: dict[str, dict] = {}
-    failed = 0
-    for mode in MODES:
-        argv = [a for a in sys.argv[1:] if not a.startswith("--mode")]
-        proc = subprocess.Popen([sys.executable, __file__, "--mode", mode, *argv], stdout=subprocess.PIPE,
-                                text=True, bufsize=1)  # fmt: skip
-        for line in proc.stdout:
-            if line.startswith(SUMMARY):
-                summaries[mode] = json.loads(line[len(SUMMARY) :])
-            else:
-                print(line, end="", flush=True)
-        failed |= proc.wait() != 0
+    from _timing import run_modes
+
+    summaries, failed = run_modes(__file__, MODES)
     if summaries:
         side_by_side(summaries)
     return 1 if failed or len(summaries) < len(MODES) else 0

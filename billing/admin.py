@@ -289,15 +289,8 @@ class RpcEndpointForm(forms.ModelForm):
         super()._update_errors(remap_errors(errors, {"url": "new_url"}))
 
 
-RPC_HEALTH_FIELDS = (
-    "healthy",
-    "last_checked_at",
-    "last_ok_at",
-    "last_latency_ms",
-    "last_head_block",
-    "last_error_masked",
-    "consecutive_failures",
-)
+# The stored error may quote the URL with its key: shown scrubbed.
+RPC_HEALTH_FIELDS = tuple("last_error_masked" if f == "last_error" else f for f in RpcEndpoint.HEALTH_FIELDS)
 
 
 class RpcEndpointDisplayMixin:

@@ -41,15 +41,7 @@ auditlog.register(
     RpcEndpoint,
     mask_fields=["url"],
     mask_callable=MASK_SECRET,
-    exclude_fields=[
-        "healthy",
-        "last_checked_at",
-        "last_ok_at",
-        "last_latency_ms",
-        "last_head_block",
-        "last_error",
-        "consecutive_failures",
-    ],
+    exclude_fields=list(RpcEndpoint.HEALTH_FIELDS),
 )
 auditlog.register(Token)
 auditlog.register(CryptoConfig)

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 from eth_utils import to_checksum_address
@@ -40,6 +39,7 @@ from billing.demo.seed import (
     _eth_usd,
     _explicit_timestamps,
     _hex32,
+    customer_users,
 )
 from billing.demo.seed import _mine as _mine_row
 from billing.models import (
@@ -611,23 +611,7 @@ def demo_history_seed_days(*, days: int, report: SeedReport, now: datetime | Non
 
 
 def _customers(world: _World, report: SeedReport) -> dict[int, int]:
-    user_model = get_user_model()
-    names = {c: f"{CLIENT_PREFIX}{c:05d}" for c in world.customers}
-    have = dict(user_model.objects.filter(username__in=list(names.values())).values_list("username", "pk"))
-    missing = [
-        user_model(
-            username=name,
-            email=f"{name}@demo.test",
-            password="!seed-demo",
-            date_joined=world.customers[c] - timedelta(minutes=10),
-        )
-        for c, name in names.items()
-        if name not in have
-    ]
-    for user in user_model.objects.bulk_create(missing, batch_size=5000):
-        have[user.username] = user.pk
-    report.add("users", len(missing))
-    return {c: have[name] for c, name in names.items()}
+    return customer_users(world.customers, prefix=CLIENT_PREFIX, report=report)
 
 
 def _subscriptions(world: _World, users: dict[int, int], report: SeedReport) -> None:

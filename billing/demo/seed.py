@@ -958,11 +958,17 @@ def _catalog_for_history() -> DemoCatalog:
 
 
 def _ensure_customers(attempts: list[_Attempt], report: SeedReport) -> dict[int, int]:
-    user_model = get_user_model()
     first_seen: dict[int, datetime] = {}
     for a in attempts:
         first_seen.setdefault(a.customer, a.created)
-    names = {c: f"{CUSTOMER_PREFIX}{c:05d}" for c in first_seen}
+    return customer_users(first_seen, prefix=CUSTOMER_PREFIX, report=report)
+
+
+def customer_users(first_seen: dict[int, datetime], *, prefix: str, report: SeedReport) -> dict[int, int]:
+    """A user per demo customer number (named prefix + number, joined just before `first_seen`), created in
+    bulk where missing. -> customer number -> user id."""
+    user_model = get_user_model()
+    names = {c: f"{prefix}{c:05d}" for c in first_seen}
     have = dict(user_model.objects.filter(username__in=list(names.values())).values_list("username", "pk"))
     missing = [
         user_model(

@@ -93,6 +93,16 @@ class RpcEndpoint(models.Model):
     last_head_block = models.PositiveBigIntegerField(null=True, blank=True)
     last_error = models.CharField(max_length=500, blank=True)
     consecutive_failures = models.PositiveIntegerField(default=0)
+    # The columns above the RPC client writes: read-only in the admin and the API, not audited.
+    HEALTH_FIELDS = (
+        "healthy",
+        "last_checked_at",
+        "last_ok_at",
+        "last_latency_ms",
+        "last_head_block",
+        "last_error",
+        "consecutive_failures",
+    )
 
     class Meta:
         ordering = ["network", "position", "id"]

@@ -251,29 +251,9 @@ class RpcEndpointSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = RpcEndpoint
-        fields = [
-            "id",
-            "position",
-            "url",
-            "timeout_seconds",
-            "enabled",
-            "healthy",
-            "last_checked_at",
-            "last_ok_at",
-            "last_latency_ms",
-            "last_head_block",
-            "last_error",
-            "consecutive_failures",
-        ]
-        read_only_fields = [
-            "position",
-            "healthy",
-            "last_checked_at",
-            "last_ok_at",
-            "last_latency_ms",
-            "last_head_block",
-            "consecutive_failures",
-        ]
+        fields = ["id", "position", "url", "timeout_seconds", "enabled", *RpcEndpoint.HEALTH_FIELDS]
+        # last_error is a method field (masked).
+        read_only_fields = ["position", *(f for f in RpcEndpoint.HEALTH_FIELDS if f != "last_error")]
 
     def get_last_error(self, obj: RpcEndpoint) -> str:
         # Client errors can quote the URL (and so its key).
