@@ -4,18 +4,22 @@ them (network, endpoint, tokens, contract, provider, plans), for the payment lif
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from decimal import Decimal
 from types import SimpleNamespace
 
 import pytest
+from django.utils import timezone
 from eth_account import Account
 from web3 import Web3
 
 from billing import signing
 from billing.chain.artifacts import deploy_artifact, load_artifact, send_transaction, transact
 from billing.models import CryptoConfig, Network, PaymentContract, PaymentProvider, Plan, RpcEndpoint, Token
+from billing.services.subscriptions import subscription_apply_payment
 from tests.anvil import ANVIL_KEYS
 from tests.conftest import link_wallet
+from tests.factories import ConfirmedTransactionFactory, PaymentProviderFactory, PlanFactory, TokenFactory
 
 OWNER = Account.from_key(ANVIL_KEYS[0])
 SIGNER = Account.from_key(ANVIL_KEYS[1])
@@ -229,3 +233,29 @@ def plan_changed_for(tx_id: int):
     from billing.models import OutboxEvent
 
     return OutboxEvent.objects.filter(topic="plan.changed.v1", payload__transaction_id=str(tx_id))
+
+
+# --- subscription rules without a chain (test_periods, test_subscriptions): ledger rows from factories ----------
+
+
+@pytest.fixture
+def plans():
+    provider = PaymentProviderFactory()
+    token = TokenFactory(network=provider.contract.network)
+    common = {"provider": provider, "contract": provider.contract, "price_token": token}
+    return {
+        "starter": PlanFactory(slug="starter", tier=1, price_amount=5_000_000, limits={"api_calls": 1000}, **common),
+        "pro": PlanFactory(
+            slug="pro", tier=2, price_amount=15_000_000, limits={"api_calls": 10000}, grace_period_days=3, **common
+        ),
+    }
+
+
+@pytest.fixture
+def t0():
+    return timezone.now().replace(microsecond=0) + timedelta(days=1)
+
+
+def pay(user, plan, *, now, periods: int = 1):
+    tx = ConfirmedTransactionFactory(user=user, plan=plan, periods=periods, amount=plan.price_amount * periods)
+    return tx, subscription_apply_payment(tx=tx, now=now)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
-from django.utils import timezone
 
 from billing.models import OutboxEvent, Subscription, SubscriptionStatus
 from billing.services.subscriptions import (
@@ -17,40 +16,17 @@ from billing.services.subscriptions import (
 )
 from tests.factories import (
     ConfirmedTransactionFactory,
-    PaymentProviderFactory,
     PlanFactory,
     SubscriptionFactory,
     TokenFactory,
     UserFactory,
 )
+from tests.integration.lifecycle.conftest import pay  # with the plans and t0 fixtures there
 
 pytestmark = pytest.mark.django_db
 MONTH = timedelta(days=30)
 # Names added by issue 8 are imported inside the tests, so this file also runs against the code before it:
 # there, each test fails on the defect it describes, not on an import.
-
-
-@pytest.fixture
-def plans():
-    provider = PaymentProviderFactory()
-    token = TokenFactory(network=provider.contract.network)
-    common = {"provider": provider, "contract": provider.contract, "price_token": token}
-    return {
-        "starter": PlanFactory(slug="starter", tier=1, price_amount=5_000_000, limits={"api_calls": 1000}, **common),
-        "pro": PlanFactory(
-            slug="pro", tier=2, price_amount=15_000_000, limits={"api_calls": 10000}, grace_period_days=3, **common
-        ),
-    }
-
-
-@pytest.fixture
-def t0():
-    return timezone.now().replace(microsecond=0) + timedelta(days=1)
-
-
-def pay(user, plan, *, now, periods: int = 1):
-    tx = ConfirmedTransactionFactory(user=user, plan=plan, periods=periods, amount=plan.price_amount * periods)
-    return tx, subscription_apply_payment(tx=tx, now=now)
 
 
 def events(user) -> list[dict]:

@@ -7,18 +7,17 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
-from django.utils import timezone
 
 from billing.models import OutboxEvent, Subscription, SubscriptionStatus
 from billing.services.subscriptions import (
     subscription_advance,
-    subscription_apply_payment,
     subscription_apply_refund,
     subscription_cancel,
     subscriptions_due_ids,
 )
 from tests.conftest import token_client
-from tests.factories import ConfirmedTransactionFactory, PaymentProviderFactory, PlanFactory, TokenFactory, UserFactory
+from tests.factories import UserFactory
+from tests.integration.lifecycle.conftest import pay  # with the plans and t0 fixtures there
 
 pytestmark = pytest.mark.django_db
 MONTH = timedelta(days=30)
@@ -34,29 +33,6 @@ EVENT_FIELDS = {
     "period_end",
     "paid_until",
 }
-
-
-@pytest.fixture
-def plans():
-    provider = PaymentProviderFactory()
-    token = TokenFactory(network=provider.contract.network)
-    common = {"provider": provider, "contract": provider.contract, "price_token": token}
-    return {
-        "starter": PlanFactory(slug="starter", tier=1, price_amount=5_000_000, limits={"api_calls": 1000}, **common),
-        "pro": PlanFactory(
-            slug="pro", tier=2, price_amount=15_000_000, limits={"api_calls": 10000}, grace_period_days=3, **common
-        ),
-    }
-
-
-@pytest.fixture
-def t0():
-    return timezone.now().replace(microsecond=0) + timedelta(days=1)
-
-
-def pay(user, plan, *, now, periods: int = 1):
-    tx = ConfirmedTransactionFactory(user=user, plan=plan, periods=periods, amount=plan.price_amount * periods)
-    return tx, subscription_apply_payment(tx=tx, now=now)
 
 
 def plan_events(user) -> list[dict]:
