@@ -384,7 +384,13 @@ def split_days(period: Period) -> tuple[list[tuple[datetime, datetime]], list[tu
             continue
         runs.append((lo, hi))
         edges.extend(r for r in ((a, lo), (hi, b)) if r[0] < r[1])
-    return runs, edges
+    merged: list[tuple[datetime, datetime]] = []
+    for a, b in edges:  # the day cut by `start` is one range, not two (one index range scan less)
+        if merged and merged[-1][1] == a:
+            merged[-1] = (merged[-1][0], b)
+        else:
+            merged.append((a, b))
+    return runs, merged
 
 
 ROLLUP_SUMS = {"s_amount": Sum("amount"), "s_usd": Sum("usd"), "s_unrated": Sum("unrated"), "s_n": Sum("n")}
