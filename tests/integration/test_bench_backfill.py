@@ -4,43 +4,20 @@ the same run and the ratio (the full run, 8,000 events, is `make bench`)."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-import psycopg
 import pytest
-from django.conf import settings
 
-ROOT = Path(settings.BASE_DIR)
+from tests.integration.conftest import run_bench
+
 pytestmark = [pytest.mark.chain, pytest.mark.timeout(600)]
 EVENTS = 200
 
 
-@pytest.fixture
-def bench_database():
-    name = f"{os.environ.get('TEST_DATABASE_NAME', 'test_billing')}_bench_backfill"
-    yield f"postgres://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect("postgres://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-        for db in (name, f"{name}_tpl"):
-            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-
-
 def test_small_backfill_applies_every_payment_and_prints_the_ratio(bench_database):
-    env = {**os.environ, "BENCH_DATABASE_URL": bench_database}
-    env.pop("DATABASE_URL", None)
-    run = subprocess.run(
-        # One mode (embedded: its SQL statements and CPU per event are measured in the process); make bench runs
-        # both, and the webhook bench's suite run covers the scaled mode's workers.
-        [sys.executable, "bench/backfill.py", "--mode", "embedded", "--events", str(EVENTS), "--per-block", "1"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=540,
-    )
+    # One mode (embedded: its SQL statements and CPU per event are measured in the process); make bench runs
+    # both, and the webhook bench's suite run covers the scaled mode's workers.
+    run = run_bench("backfill.py", bench_database, "--mode", "embedded", "--events", str(EVENTS), "--per-block", "1")
     out = run.stdout
     assert run.returncode == 0, out + run.stderr[-3000:]
     assert f"chain: {EVENTS} Paid events for {EVENTS // 2} users in {EVENTS} blocks" in out, out

@@ -4,17 +4,12 @@ each page's figures beside its selector's (the full run, at a million payments, 
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-import psycopg
 import pytest
-from django.conf import settings
 
-ROOT = Path(settings.BASE_DIR)
+from tests.integration.conftest import run_bench
+
 PAGES = (
     "transactions",
     "transactions?filtered",
@@ -27,22 +22,9 @@ PAGES = (
 pytestmark = pytest.mark.timeout(600)
 
 
-@pytest.fixture
-def bench_database():
-    name = f"{os.environ.get('TEST_DATABASE_NAME', 'test_billing')}_bench_console"
-    admin = "postgres://postgres@127.0.0.1:5432/postgres"
-    yield f"postgres://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def test_small_run_times_every_page_beside_its_selector(bench_database):
-    env = {**os.environ, "BENCH_DATABASE_URL": bench_database}
-    env.pop("DATABASE_URL", None)
     args = ["--payments", "2000", "--subscriptions", "200", "--days", "60", "--runs", "2"]
-    run = subprocess.run(
-        [sys.executable, "bench/console.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=540
-    )
+    run = run_bench("console.py", bench_database, *args)
     out = run.stdout
     assert run.returncode == 0, out + run.stderr[-3000:]
     ledger = re.search(r"ledger: (\d+) payments, (\d+) subscriptions", out)

@@ -5,36 +5,22 @@ the bench template (about 30 s); later runs clone it."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-import psycopg
 import pytest
-from django.conf import settings
 
-ROOT = Path(settings.BASE_DIR)
+from tests.integration.conftest import run_bench
+
 pytestmark = pytest.mark.timeout(300)
 NUMBER = r"\s+([\d.]+)"
 ROW = r"^(LABELS)" + NUMBER * 6 + r"%\s+(\d+)\s+(\d+)$"
 
 
-@pytest.fixture
-def bench_database(request):
-    name = f"{os.environ.get('TEST_DATABASE_NAME', 'test_billing')}_bench_{request.node.name[5:20]}"
-    yield f"postgres://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect("postgres://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+BENCH_DATABASE_PER_TEST = True  # the bench_database fixture (tests/integration/conftest.py): one per test
 
 
 def _run(script: str, database: str, *args: str) -> str:
-    env = {**os.environ, "BENCH_DATABASE_URL": database}
-    env.pop("DATABASE_URL", None)
-    run = subprocess.run(
-        [sys.executable, f"bench/{script}", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=280
-    )
+    run = run_bench(script, database, *args, timeout=280)
     assert run.returncode == 0, run.stdout + run.stderr[-3000:]
     return run.stdout
 

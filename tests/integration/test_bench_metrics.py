@@ -4,41 +4,18 @@ increment in multiprocess and in-process mode (the full run, at a million paymen
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-import psycopg
 import pytest
-from django.conf import settings
 
-ROOT = Path(settings.BASE_DIR)
+from tests.integration.conftest import run_bench
+
 pytestmark = pytest.mark.timeout(600)
 
 
-@pytest.fixture
-def bench_database():
-    name = f"{os.environ.get('TEST_DATABASE_NAME', 'test_billing')}_bench_metrics"
-    yield f"postgres://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect("postgres://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def test_small_run_prints_the_scrape_beside_the_naive_gauge_and_the_hot_path(bench_database):
-    env = {**os.environ, "BENCH_DATABASE_URL": bench_database}
-    env.pop("DATABASE_URL", None)
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    run = subprocess.run(
-        [sys.executable, "bench/metrics.py", "--payments", "3000", "--subscriptions", "300", "--days", "90"]
-        + ["--runs", "3"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=540,
-    )
+    args = ["--payments", "3000", "--subscriptions", "300", "--days", "90", "--runs", "3"]
+    run = run_bench("metrics.py", bench_database, *args, unset=("PROMETHEUS_MULTIPROC_DIR",))
     out = run.stdout
     assert run.returncode == 0, out + run.stderr[-3000:]
     assert re.search(r"ledger: 3000 payments, \d+ live subscriptions", out), out

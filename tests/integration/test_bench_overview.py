@@ -3,51 +3,18 @@ beside the hand-written SQL baseline (the full run, at a million payments, is `m
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-import psycopg
 import pytest
-from django.conf import settings
 
-ROOT = Path(settings.BASE_DIR)
+from tests.integration.conftest import run_bench
+
 pytestmark = pytest.mark.timeout(600)
 
 
-@pytest.fixture
-def bench_database():
-    name = f"{os.environ.get('TEST_DATABASE_NAME', 'test_billing')}_bench_overview"
-    admin = "postgres://postgres@127.0.0.1:5432/postgres"
-    yield f"postgres://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def test_small_run_prints_every_endpoint_beside_the_baseline(bench_database):
-    env = {**os.environ, "BENCH_DATABASE_URL": bench_database}
-    env.pop("DATABASE_URL", None)
-    run = subprocess.run(
-        [
-            sys.executable,
-            "bench/overview.py",
-            "--payments",
-            "3000",
-            "--subscriptions",
-            "300",
-            "--days",
-            "90",
-            "--runs",
-            "3",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=540,
-    )
+    args = ["--payments", "3000", "--subscriptions", "300", "--days", "90", "--runs", "3"]
+    run = run_bench("overview.py", bench_database, *args)
     out = run.stdout
     assert run.returncode == 0, out + run.stderr[-3000:]
     assert "seeding 3000 payments for 300 customers over 90 days" in out
@@ -68,12 +35,7 @@ def test_small_run_prints_every_endpoint_beside_the_baseline(bench_database):
     assert re.search(r"^dashboard .* (PASS|OVER) \(target p95 <= 150 ms", out, re.MULTILINE), out
 
     # A second run reuses the seeded database.
-    again = subprocess.run(
-        [sys.executable, "bench/overview.py", "--payments", "3000", "--subscriptions", "300", "--runs", "2"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    again = run_bench(
+        "overview.py", bench_database, "--payments", "3000", "--subscriptions", "300", "--runs", "2", timeout=300
     )
     assert again.returncode == 0 and "seeding" not in again.stdout, again.stdout + again.stderr[-2000:]
