@@ -431,70 +431,79 @@ def operator_tx_watch(*, row_id: int, client=None, now: datetime | None = None) 
                 return settled
         receipt = find_receipt(client, tuple(row.tx_hashes))
         if receipt is not None:
-            ok = int(receipt["status"], 16) == 1
-            row.status = OperatorTransaction.Status.MINED if ok else OperatorTransaction.Status.REVERTED
-            row.mined_tx_hash = receipt["transactionHash"].lower()
-            row.block_number = int(receipt["blockNumber"], 16)
-            row.mined_at = now
-            gas_used, gas_price = receipt.get("gasUsed"), receipt.get("effectiveGasPrice")
-            if gas_used and gas_price:
-                row.gas_used = int(gas_used, 16)
-                row.effective_gas_price = int(gas_price, 16)
-                row.fee = row.gas_used * row.effective_gas_price
-            if not ok:
-                row.error = f"Reverted on chain in block {row.block_number} ({row.mined_tx_hash})."
-            row.save()
-            _settled(row)
-            log.info(
-                "operator_tx.mined",
-                tx_hash=row.mined_tx_hash,
-                kind=row.kind,
-                status=row.status,
-                versions=len(row.tx_hashes),
-            )
-            return "mined" if ok else "reverted"
-        config = CryptoConfig.load()
-        if row.last_sent_at and now - row.last_sent_at < timedelta(seconds=config.stuck_tx_seconds):
-            return "waiting"
-        try:
-            current = replace_once(
-                client=client, sent=_sent(row), fee_bump_percent=config.fee_bump_percent, config=config
-            )
-        except JsonRpcError as exc:
-            if "nonce too low" not in str(exc).lower() or find_receipt(client, tuple(row.tx_hashes)) is not None:
-                raise  # a version was mined meanwhile: the next look records it
-            # The nonce went to another transaction and none of our versions is on chain (a reorg dropped
-            # the one that was mined): it can never land now. Failed, so ops can retry it.
-            row.status = OperatorTransaction.Status.FAILED
-            row.error = f"Nonce {row.nonce} was used by another transaction; no version of this one is on chain."
-            row.save()
-            _settled(row)
-            return "failed"
-        replaced = len(current.hashes) > len(row.tx_hashes)
-        capped = not replaced and (current.max_fee_per_gas, current.max_priority_fee_per_gas) == (
-            row.max_fee_per_gas,
-            row.max_priority_fee_per_gas,
-        )
-        row.max_fee_per_gas = current.max_fee_per_gas
-        row.max_priority_fee_per_gas = current.max_priority_fee_per_gas
-        row.tx_hashes = list(current.hashes)
-        row.last_sent_at = now
-        was = row.status
-        if replaced:
-            row.replacements += 1
-            row.status = OperatorTransaction.Status.PENDING
-        elif capped:
-            row.status = OperatorTransaction.Status.STUCK
-            row.error = (
-                f"Pending for over {config.stuck_tx_seconds} s at {row.max_fee_per_gas} wei per gas, and the gas cap "
-                f"({config.gas_cap_wei} wei) leaves no room for a higher fee."
-            )
+            return _record_mined(row, receipt, now)
+        return _replace_or_wait(row, client, now)
+
+
+def _record_mined(row: OperatorTransaction, receipt: dict, now: datetime) -> str:
+    """A version of the row is mined: which one, where, its fee; reverted if the call failed. -> mined | reverted"""
+    ok = int(receipt["status"], 16) == 1
+    row.status = OperatorTransaction.Status.MINED if ok else OperatorTransaction.Status.REVERTED
+    row.mined_tx_hash = receipt["transactionHash"].lower()
+    row.block_number = int(receipt["blockNumber"], 16)
+    row.mined_at = now
+    gas_used, gas_price = receipt.get("gasUsed"), receipt.get("effectiveGasPrice")
+    if gas_used and gas_price:
+        row.gas_used = int(gas_used, 16)
+        row.effective_gas_price = int(gas_price, 16)
+        row.fee = row.gas_used * row.effective_gas_price
+    if not ok:
+        row.error = f"Reverted on chain in block {row.block_number} ({row.mined_tx_hash})."
+    row.save()
+    _settled(row)
+    log.info(
+        "operator_tx.mined",
+        tx_hash=row.mined_tx_hash,
+        kind=row.kind,
+        status=row.status,
+        versions=len(row.tx_hashes),
+    )
+    return "mined" if ok else "reverted"
+
+
+def _replace_or_wait(row: OperatorTransaction, client, now: datetime) -> str:
+    """Not mined yet: after `stuck_tx_seconds`, send it again with a bumped fee (same nonce), stuck at the gas
+    cap, or failed when its nonce went to another transaction. -> waiting | replaced | stuck | failed"""
+    config = CryptoConfig.load()
+    if row.last_sent_at and now - row.last_sent_at < timedelta(seconds=config.stuck_tx_seconds):
+        return "waiting"
+    try:
+        current = replace_once(client=client, sent=_sent(row), fee_bump_percent=config.fee_bump_percent, config=config)
+    except JsonRpcError as exc:
+        if "nonce too low" not in str(exc).lower() or find_receipt(client, tuple(row.tx_hashes)) is not None:
+            raise  # a version was mined meanwhile: the next look records it
+        # The nonce went to another transaction and none of our versions is on chain (a reorg dropped
+        # the one that was mined): it can never land now. Failed, so ops can retry it.
+        row.status = OperatorTransaction.Status.FAILED
+        row.error = f"Nonce {row.nonce} was used by another transaction; no version of this one is on chain."
         row.save()
-        if row.status != was:
-            _settled(row)
-        if capped:
-            return "stuck"
-        return "replaced" if replaced else "waiting"
+        _settled(row)
+        return "failed"
+    replaced = len(current.hashes) > len(row.tx_hashes)
+    capped = not replaced and (current.max_fee_per_gas, current.max_priority_fee_per_gas) == (
+        row.max_fee_per_gas,
+        row.max_priority_fee_per_gas,
+    )
+    row.max_fee_per_gas = current.max_fee_per_gas
+    row.max_priority_fee_per_gas = current.max_priority_fee_per_gas
+    row.tx_hashes = list(current.hashes)
+    row.last_sent_at = now
+    was = row.status
+    if replaced:
+        row.replacements += 1
+        row.status = OperatorTransaction.Status.PENDING
+    elif capped:
+        row.status = OperatorTransaction.Status.STUCK
+        row.error = (
+            f"Pending for over {config.stuck_tx_seconds} s at {row.max_fee_per_gas} wei per gas, and the gas cap "
+            f"({config.gas_cap_wei} wei) leaves no room for a higher fee."
+        )
+    row.save()
+    if row.status != was:
+        _settled(row)
+    if capped:
+        return "stuck"
+    return "replaced" if replaced else "waiting"
 
 
 def operator_txs_pending_ids(*, limit: int = 200, now: datetime | None = None) -> list[int]:

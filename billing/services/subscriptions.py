@@ -358,31 +358,11 @@ def _place(
     queued = [p for p in periods if p.starts_at > now]
     unused = in_force.ends_at - now
     with _rearranging_periods():
-        if in_force.starts_at < now:
-            in_force.ends_at = now
-            in_force.save(update_fields=["ends_at", "updated_at"])
-        else:
-            in_force.status = PeriodStatus.REPLACED
-            in_force.note = "its whole time became an upgrade credit"
-            in_force.save(update_fields=["status", "note", "updated_at"])
+        _end_now(in_force, now)
         put(now, PeriodKind.PAYMENT)
         rate_source = credit_for if credit_for is not None else transaction
-        new_price = price_per_second(SubscriptionPeriod(plan=plan, transaction=rate_source, kind=PeriodKind.PAYMENT))
-        seconds = upgrade_credit_seconds(unused, price_per_second(in_force), new_price)
-        tail = []
-        if seconds > 0:
-            credit = SubscriptionPeriod.objects.create(
-                subscription=sub,
-                plan=plan,
-                starts_at=new.ends_at,
-                ends_at=new.ends_at + timedelta(seconds=seconds),
-                transaction=in_force.transaction,
-                credit_for=rate_source,
-                kind=PeriodKind.UPGRADE_CREDIT,
-                note=f"{int(unused.total_seconds())} s of {in_force.plan.slug} -> {seconds} s of {plan.slug}",
-            )
-            tail.append(credit)
-        _lay_out(tail + queued, new.ends_at)
+        seconds, credit = _upgrade_credit(sub, in_force, unused, plan=plan, rate_source=rate_source, at=new.ends_at)
+        _lay_out([credit, *queued] if credit else queued, new.ends_at)
     log.info(
         "subscription.upgraded",
         user_id=sub.user_id,
@@ -392,6 +372,45 @@ def _place(
         credit_seconds=seconds,
     )
     return "upgraded"
+
+
+def _end_now(period: SubscriptionPeriod, now: datetime) -> None:
+    """The period in force gives way to an upgrade: it ends now, or, not started yet, is replaced whole."""
+    if period.starts_at < now:
+        period.ends_at = now
+        period.save(update_fields=["ends_at", "updated_at"])
+    else:
+        period.status = PeriodStatus.REPLACED
+        period.note = "its whole time became an upgrade credit"
+        period.save(update_fields=["status", "note", "updated_at"])
+
+
+def _upgrade_credit(
+    sub: Subscription,
+    in_force: SubscriptionPeriod,
+    unused: timedelta,
+    *,
+    plan: Plan,
+    rate_source: PaymentTransaction | None,
+    at: datetime,
+) -> tuple[int, SubscriptionPeriod | None]:
+    """The unused time of the period in force, as time on the new plan at the two prices per second (none when
+    it is worth no whole second), starting `at`. -> (seconds, the credit period or None)."""
+    new_price = price_per_second(SubscriptionPeriod(plan=plan, transaction=rate_source, kind=PeriodKind.PAYMENT))
+    seconds = upgrade_credit_seconds(unused, price_per_second(in_force), new_price)
+    if seconds <= 0:
+        return seconds, None
+    credit = SubscriptionPeriod.objects.create(
+        subscription=sub,
+        plan=plan,
+        starts_at=at,
+        ends_at=at + timedelta(seconds=seconds),
+        transaction=in_force.transaction,
+        credit_for=rate_source,
+        kind=PeriodKind.UPGRADE_CREDIT,
+        note=f"{int(unused.total_seconds())} s of {in_force.plan.slug} -> {seconds} s of {plan.slug}",
+    )
+    return seconds, credit
 
 
 def _settle(
