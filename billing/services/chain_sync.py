@@ -35,6 +35,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from billing import metrics
+from billing.bulk_sql import freeze_startup_heap, gc_paused
 from billing.chain.abi import LogDecoder, event_topics
 from billing.chain.confirmation import applicable_block
 from billing.chain.logs import GasFacts, ObservedLog, hex_int, observed_from_raw
@@ -283,6 +284,15 @@ def _cut(raw: list[dict], start: int, end: int, limit: int) -> tuple[list[dict],
 
 
 def contract_sync(*, contract_id: int, client=None, max_batches: int = 20, batch_size: int | None = None) -> SyncResult:
+    """Follow one contract from its cursor (the module's docstring). The run holds the garbage collector's full
+    collections off (`gc_paused`; the process's startup heap frozen once, `freeze_startup_heap`): a batch's
+    thousands of short-lived rows would otherwise set off full collections that walk the whole process."""
+    freeze_startup_heap()
+    with gc_paused():
+        return _contract_sync(contract_id=contract_id, client=client, max_batches=max_batches, batch_size=batch_size)
+
+
+def _contract_sync(*, contract_id: int, client, max_batches: int, batch_size: int | None) -> SyncResult:
     from billing.chain.rpc import ChainClient
     from billing.models import CryptoConfig
 
