@@ -7,7 +7,6 @@ from decimal import Decimal
 
 import pytest
 from auditlog.models import LogEntry
-from django.core.cache import cache
 
 from billing.models import CryptoConfig, PaymentContract, Plan, RpcEndpoint
 from tests import factories as f
@@ -18,13 +17,6 @@ CANARY = "canary7f3e9a1b2c4d5e6f"
 RPC_URL = f"https://rpc.example.test/v2/{CANARY}rpc"
 FALLBACK_RPC = f"https://fallback.example.test/key/{CANARY}fb"
 WEBHOOK_SECRET = f"whsec_{CANARY}_webhook"
-
-
-@pytest.fixture(autouse=True)
-def _clear_throttles():
-    cache.clear()
-    yield
-    cache.clear()
 
 
 def build_catalog() -> dict:

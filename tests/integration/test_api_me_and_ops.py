@@ -21,13 +21,6 @@ from tests.integration.test_api_catalog import CANARY, build_catalog
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _clear_throttles():
-    cache.clear()
-    yield
-    cache.clear()
-
-
 def test_token_issue_and_throttle(plain_user):
     client = token_client(None)
     ok = client.post("/v1/auth/token", {"username": "customer", "password": "pw-customer"}, format="json")

@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.conf import settings
-from django.core.cache import cache
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from siwe import SiweMessage
@@ -16,13 +15,6 @@ from tests.anvil import ANVIL_KEYS
 from tests.conftest import token_client
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _clear_throttles():
-    cache.clear()
-    yield
-    cache.clear()
 
 
 def _iso(moment: datetime) -> str:
