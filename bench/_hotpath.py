@@ -1,9 +1,10 @@
 """Shared machinery of the hot-path benches (bench/checkout.py, bench/webhook_ingest.py): a bench database cloned
 from a migrated template, a minimal catalog, a gunicorn started the way `make run` starts it (the project's
-gunicorn.conf.py, 2 sync workers, on a free port) with the bare baseline views mounted beside the project's
-URLs (bench/_site_urls.py), and a load client: wrk when it is installed (`make bench` installs it), else a
-threaded Python client. CPU per request is the gunicorn master and workers' CPU time over the run divided by
-the requests; the load client's CPU share is its CPU time over the run's wall time x the machine's cores."""
+gunicorn.conf.py: 2 gthread workers x 4 threads unless WEB_CONCURRENCY / WEB_THREADS say otherwise, on a free
+port) with the bare baseline views mounted beside the project's URLs (bench/_site_urls.py), and a load client:
+wrk when it is installed (`make bench` installs it), else a threaded Python client. CPU per request is the
+gunicorn master and workers' CPU time over the run divided by the requests; the load client's CPU share is its
+CPU time over the run's wall time x the machine's cores."""
 
 from __future__ import annotations
 
@@ -188,8 +189,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def gunicorn_shape() -> str:
+    """What gunicorn.conf.py starts with this environment, for the benches' headers."""
+    workers = os.environ.get("WEB_CONCURRENCY", "2")
+    threads = os.environ.get("WEB_THREADS", "4")
+    return f"gunicorn {workers} gthread workers x {threads} threads"
+
+
 class Web:
-    """gunicorn as `make run` starts it (billing_project/gunicorn.conf.py, WEB_CONCURRENCY=2 sync workers), with
+    """gunicorn as `make run` starts it (billing_project/gunicorn.conf.py and its defaults: 2 gthread workers x 4
+    threads; WEB_CONCURRENCY and WEB_THREADS from the environment as under make run), with
     bench/_site_settings.py (the project's settings plus the bare baseline URLs)."""
 
     def __init__(self, database_url: str, *, extra_env: dict[str, str] | None = None):
@@ -199,7 +208,6 @@ class Web:
             **os.environ,
             "DATABASE_URL": database_url,
             "PORT": str(self.port),
-            "WEB_CONCURRENCY": "2",
             "DJANGO_SETTINGS_MODULE": "_site_settings",
             "PYTHONPATH": os.pathsep.join([str(BENCH), str(ROOT), os.environ.get("PYTHONPATH", "")]),
             "PROMETHEUS_MULTIPROC_DIR": self.prom_dir,

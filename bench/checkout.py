@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Checkout over HTTP at machine speed: POST /v1/billing/checkout (with an Idempotency-Key, as a wallet page
-sends it) against its own gunicorn started as `make run` starts it (2 sync workers), next to a bare baseline
+sends it) against its own gunicorn started as `make run` starts it (2x4 gthread), next to a bare baseline
 under the same gunicorn and middleware: a view that looks the API token up, parses the JSON, signs the same
 EIP-712 digest with coincurve and INSERTs one row (bench/_site_urls.py). Interleaved in one run: sequential
 (1 connection) and 8 clients, project then baseline for each.
@@ -73,7 +73,7 @@ def main() -> int:
     from billing.models import IdempotencyKey, PaymentTransaction
 
     client = runs["sequential"][0].client
-    print(f"checkout bench: gunicorn 2 sync workers, load client {client}, ECDSA backend {ecc_backend_name()}, "
+    print(f"checkout bench: {hp.gunicorn_shape()}, load client {client}, ECDSA backend {ecc_backend_name()}, "
           f"{os.cpu_count()} cores, {args.seconds:g} s per run")  # fmt: skip
     print(f"setup: database and seed {setup_db:.1f} s, gunicorn up {setup_web:.1f} s")
     print(hp.HEADER)

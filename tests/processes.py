@@ -121,7 +121,7 @@ def _http_ok(url: str) -> bool:
 
 
 class Gunicorn(Process):
-    """gunicorn with billing_project/gunicorn.conf.py (sync workers, as `make run` starts it) on a free port."""
+    """gunicorn with billing_project/gunicorn.conf.py (gthread workers, as `make run` starts it) on a free port."""
 
     def __init__(self, *, workers: int = 2, env: dict[str, str] | None = None, metrics_dir: str | None = None):
         self.port = free_port()

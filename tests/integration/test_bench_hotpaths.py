@@ -1,5 +1,5 @@
-"""bench/checkout.py and bench/webhook_ingest.py in small mode: each starts its own gunicorn (2 sync workers, as
-make run) on a bench database, loads the project path and the bare baseline in the same run and prints both with
+"""bench/checkout.py and bench/webhook_ingest.py in small mode: each starts its own gunicorn (2x4 gthread, as make
+run) on a bench database, loads the project path and the bare baseline in the same run and prints both with
 the ratio and the targets (the full runs are `make bench`). The first run on a database server also migrates
 the bench template (about 30 s); later runs clone it."""
 

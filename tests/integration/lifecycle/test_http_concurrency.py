@@ -1,6 +1,6 @@
 """Concurrency through HTTP and processes, not threads in one process (issue 14).
 
-1. Thirty identical webhook deliveries sent at once to real gunicorn (two sync workers): every request was in
+1. Thirty identical webhook deliveries sent at once to real gunicorn (2x4 gthread workers): every request was in
    flight before the first answer came back (their client-side intervals overlap), one answer is 202, the other
    twenty-nine 200 `duplicate`, and a worker applies the payment once.
 2. The webhook worker's claim and the chain follower race on one payment in two separate processes started at

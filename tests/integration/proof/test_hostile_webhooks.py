@@ -1,4 +1,4 @@
-"""Hostile webhook deliveries over HTTP, against real gunicorn (two sync workers, the `make run` config).
+"""Hostile webhook deliveries over HTTP, against real gunicorn (two gthread workers x 4 threads, the `make run` config).
 
 Each hostile request is refused with its documented 4xx (never a 5xx), valid deliveries sent between them are
 stored exactly once, and both workers stay alive. The contract's only RPC endpoint is a closed port: the request
