@@ -102,6 +102,14 @@ class Command(BaseCommand):
     # -- the scenario ------------------------------------------------------------------------------
 
     def run(self):
+        user, token, admin_token, payer = self._sign_up()
+        checkout = self._pay_and_confirm(user, token, payer)
+        if not self.opts["skip_refund"]:
+            self._refund(user, token, admin_token, checkout)
+
+    def _sign_up(self):
+        """A customer with an API token and a SIWE-linked wallet, and an operator. -> (user, token, operator
+        token, payer account)"""
         User = get_user_model()
         suffix = secrets.token_hex(4)
         password = secrets.token_urlsafe(16)
@@ -119,13 +127,18 @@ class Command(BaseCommand):
             "issue API token (POST /v1/auth/token)",
             lambda: self._token(user.username, password),
         )
-        Account.enable_unaudited_hdwallet_features()
-        funder = Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{self.opts['payer_index']}")
         payer = Account.create()
         self.step(
             f"link the payer wallet {payer.address} by SIWE (POST /v1/profile/wallets/siwe/{{nonce,verify}})",
             lambda: self._link_by_siwe(token, payer),
         )
+        return user, token, admin_token, payer
+
+    def _pay_and_confirm(self, user, token: str, payer) -> dict:
+        """Checkout, fund the payer, pay on chain, report the hash; then the ledger, the subscription and the
+        quota follow. -> the checkout"""
+        Account.enable_unaudited_hdwallet_features()
+        funder = Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{self.opts['payer_index']}")
         checkout = self.step(
             f"checkout plan {self.opts['plan']} (POST /v1/billing/checkout)",
             lambda: self.api(
@@ -166,8 +179,10 @@ class Command(BaseCommand):
             f"     tx {confirmed.get('tx_hash')} block {confirmed.get('block_number')}, "
             f"period end {sub.get('current_period_end')}"
         )
-        if self.opts["skip_refund"]:
-            return
+        return checkout
+
+    def _refund(self, user, token: str, admin_token: str, checkout: dict) -> None:
+        """The operator refunds the payment; the ledger and the quota follow."""
         self.step(
             "operator refund (POST /v1/billing/admin/transactions/{id}/refund)",
             lambda: self.api(
