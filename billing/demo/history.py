@@ -42,6 +42,7 @@ from billing.demo.seed import (
     customer_users,
 )
 from billing.demo.seed import _mine as _mine_row
+from billing.fields import ZERO_ADDRESS
 from billing.models import (
     ChainEvent,
     Interval,
@@ -767,7 +768,7 @@ class _OperatorRows:
                 args={
                     "orderId": row.order_id,
                     "payer": row.payer_address,
-                    "token": row.token.address or "0x" + "0" * 40,
+                    "token": row.token.address or ZERO_ADDRESS,
                     "amount": str(row.amount),
                 },
                 amount=row.amount,
@@ -819,7 +820,7 @@ class _OperatorRows:
                 block_hash=_hex32("block", net, block),
                 tx_hash=tx_hash,
                 log_index=0,
-                args={"token": token.address or "0x" + "0" * 40, "to": TREASURY, "amount": str(amount)},
+                args={"token": token.address or ZERO_ADDRESS, "to": TREASURY, "amount": str(amount)},
                 amount=amount,
                 token_address=token.address,
                 created_at=at + timedelta(seconds=network.confirmation_depth * network.block_time_seconds),
