@@ -5,6 +5,7 @@ the bench template (about 30 s); later runs clone it."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -62,7 +63,7 @@ def test_webhook_bench_small_run(bench_database):
     # One mode here (scaled: the PostgreSQL server, Redis, two Celery worker processes); `make bench` runs both.
     out = _run(
         "webhook_ingest.py", bench_database, "--mode", "scaled", "--seconds", "1", "--warmup", "1",
-        "--connections", "8", "--verify-seconds", "3",
+        "--connections", "8", "--verify-seconds", "20", "--payments", "12",
     )  # fmt: skip
     modes = ["chain up", "chain frozen"] if "webhook, scaled, chain up" in out else ["chain frozen"]
     labels = "|".join(f"webhook, scaled, {m}|bare baseline, scaled, {m}" for m in modes)
@@ -75,11 +76,33 @@ def test_webhook_bench_small_run(bench_database):
     for stored, answered in re.findall(r"^  stored (\d+) new deliveries of (\d+) answered", out, re.M):
         assert 0.7 * int(answered) <= int(stored) <= 0.9 * int(answered) + 2, out
     assert re.search(r"^target scaled, chain frozen: .* (PASS|MISS)$", out, re.M), out
-    if "chain up" in modes:  # the workers' side: two worker processes claimed the stored deliveries and looked up
-        worker = re.search(
-            r"^workers' verification, scaled, chain up \(worker --concurrency 1 \+ worker --concurrency 1,.*: "
-            r"(\d+) stored deliveries claimed",
+    if "chain up" in modes:
+        # The workers' side: 12 real payments on anvil, their deliveries accepted, verified on chain by two worker
+        # processes and confirmed in the ledger, each once; the rate is (confirmed - 1) / the confirmation span.
+        head = re.search(
+            r"^workers' verification, scaled, chain up \(worker --concurrency 1 \+ worker --concurrency 1,.*\): "
+            r"12 real payments on anvil .*, 12 deliveries accepted \(202\), (\d+) ingest-run deliveries set aside$",
             out,
             re.M,
         )
-        assert worker and int(worker.group(1)) > 0, out
+        assert head and int(head.group(1)) > 0, out
+        rate = re.search(
+            r"^  payments verified on chain and confirmed in the ledger: (\d+) of 12 in ([\d.]+) s from the first "
+            r"confirmation to the last = ([\d.]+) payments/s",
+            out,
+            re.M,
+        )
+        assert rate and int(rate.group(1)) == 12, out
+        span, per_second = float(rate.group(2)), float(rate.group(3))
+        assert span > 0 and per_second == pytest.approx(11 / span, rel=0.02, abs=0.06), out
+        assert re.search(
+            r"^  each confirmed once: 12 confirmed transitions for 12 orders; deliveries \{'processed': 12\}: "
+            r"consistent$",
+            out,
+            re.M,
+        ), out
+        base = re.search(r"^  bare baseline, same payments: .* = ([\d.]+) payments/s; ratio ([\d.]+)x$", out, re.M)
+        assert base and float(base.group(1)) > 0, out
+        assert float(base.group(2)) == pytest.approx(per_second / float(base.group(1)), rel=0.05, abs=0.01), out
+        reported = re.search(r'^BENCH_RESULT (\{"bench": "webhook_ingest", "figure": "payments verified.*)$', out, re.M)
+        assert reported and json.loads(reported.group(1))["value"] == pytest.approx(per_second, rel=0.01, abs=0.06)
