@@ -36,6 +36,7 @@ from billing.models import (
     PaymentProvider,
     PaymentTransaction,
     Plan,
+    RevenueRollup,
     RpcEndpoint,
     Subscription,
     SubscriptionPeriod,
@@ -938,6 +939,17 @@ class ChainCursorAdmin(ReadOnlyAdminMixin, ModelAdmin):
     @admin.display(description="Last error")
     def last_error_masked(self, obj: ChainCursor) -> str:
         return scrubbed(obj.last_error, obj.contract.fallback_rpc)
+
+
+@admin.register(RevenueRollup)
+class RevenueRollupAdmin(LedgerAdmin):
+    """The overview's daily revenue rollup: written only by the ledger's triggers (migration 0018); a key may
+    span a few rows (one per writer in flight), the overview sums them."""
+
+    list_display = ("day", "kind", "network_id", "token_id", "plan_id", "amount", "usd", "unrated", "n")
+    list_filter = ("kind",)
+    int_search_fields = ("network_id", "token_id", "plan_id")
+    search_fields = ("kind",)
 
 
 @admin.register(ChainBlock)

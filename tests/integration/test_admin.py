@@ -76,6 +76,8 @@ FACTORIES = {
     m.Subscription: f.SubscriptionFactory,
     m.SubscriptionPeriod: f.SubscriptionPeriodFactory,
     m.PaymentTransaction: _confirmed_tx_with_history,
+    # Written by the ledger's triggers only: a confirmed payment makes one.
+    m.RevenueRollup: lambda: (f.ConfirmedTransactionFactory(), m.RevenueRollup.objects.latest("pk"))[1],
     m.TransactionStatusChange: f.TransactionStatusChangeFactory,
     m.IdempotencyKey: f.IdempotencyKeyFactory,
     m.InboundEvent: f.InboundEventFactory,
