@@ -82,7 +82,7 @@ def ops_notice(*, kind: str, key: str, title: str, body: str = "", data: dict | 
 # like the model's default) and put into the payload there, one delivery per (event, subscriber of its topic).
 _INSERT_EVENTS_AND_DELIVERIES = f"""
     WITH r AS MATERIALIZED (
-        SELECT gen_random_uuid() AS u, v.* FROM json_to_recordset(%s::json) AS v(t text, a text, i text, p jsonb)
+        SELECT gen_random_uuid() AS u, v.* FROM jsonb_to_recordset(%s::jsonb) AS v(t text, a text, i text, p jsonb)
     ), events AS (
         INSERT INTO {OutboxEvent._meta.db_table} (event_id, topic, aggregate_type, aggregate_id, payload, created_at)
         SELECT u, t, a, i, jsonb_build_object('event_id', u::text) || p, %s FROM r

@@ -251,7 +251,7 @@ _INSERT_PAID_EVENTS = f"""
         log_index, args, amount, token_address, removed, apply_error, transaction_id, created_at)
     SELECT %s, %s, 'Paid', b, h, t, i, a, m, k, false, '',
         (SELECT p.id FROM {PaymentTransaction._meta.db_table} AS p WHERE p.contract_id = %s AND p.order_id = v.o), %s
-    FROM json_to_recordset(%s::json) AS v(b bigint, h text, t text, i int, a jsonb, m numeric, k text, o text)
+    FROM jsonb_to_recordset(%s::jsonb) AS v(b bigint, h text, t text, i int, a jsonb, m numeric, k text, o text)
     ON CONFLICT (chain_id, tx_hash, log_index) DO NOTHING
     RETURNING tx_hash, log_index"""  # noqa: S608 (table names from the models)
 
