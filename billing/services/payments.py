@@ -31,13 +31,14 @@ from billing.models import (
 from billing.services.ledger import transaction_lock, transaction_record_created, transaction_set_status
 from billing.services.notices import ops_notice
 from billing.services.operator_txs import operator_tx_refund_unmined
-from billing.services.outbox import outbox_emit_many
 from billing.services.subscriptions import (
     subscription_apply_payment,
     subscription_apply_refund,
     subscription_restore_payment,
     subscription_suspend_payment,
-    subscriptions_apply_payments,
+    subscriptions_apply_later,
+    subscriptions_lock_live,
+    subscriptions_write_payments,
 )
 
 log = structlog.get_logger(__name__)
@@ -271,11 +272,14 @@ _CONFIRM = f"""
     FROM json_to_recordset(%s::json) AS v(id bigint, h text, b bigint, bh text, i int, p text, u numeric)
     WHERE t.id = v.id"""  # noqa: S608
 
+_HISTORY_IDS = f"""
+    SELECT nextval(pg_get_serial_sequence('{TransactionStatusChange._meta.db_table}', 'id'))
+    FROM generate_series(1, %s)"""  # noqa: S608
+
 _HISTORY = f"""
-    INSERT INTO {TransactionStatusChange._meta.db_table} (transaction_id, from_status, to_status, actor, reason,
+    INSERT INTO {TransactionStatusChange._meta.db_table} (id, transaction_id, from_status, to_status, actor, reason,
         details, created_at)
-    SELECT id, f, %s, %s, %s, '{{}}'::jsonb, %s FROM json_to_recordset(%s::json) AS v(id bigint, f text)
-    RETURNING id, transaction_id"""  # noqa: S608
+    SELECT c, id, f, %s, %s, %s, '{{}}'::jsonb, %s FROM json_to_recordset(%s::json) AS v(c bigint, id bigint, f text)"""  # noqa: S608
 
 
 class _Order(NamedTuple):
@@ -380,7 +384,16 @@ def payments_apply_in_bulk(*, contract: PaymentContract, observed: list[Observed
     if not bulk:
         return list(observed)
     rates = {pk: _str_or_none(token.usd_estimate) for pk, token in tokens.items()}
-    with connection.cursor() as cursor:
+    plans = dict(Plan.objects.filter(pk__in={row.plan_id for _, row in bulk if row.plan_id}).values_list("pk", "slug"))
+    symbols = {pk: token.symbol for pk, token in tokens.items()}
+    decimals = {pk: token.decimals for pk, token in tokens.items()}
+    with connection.cursor() as cursor:  # the history rows' ids, so nothing written below needs an answer
+        cursor.execute(_HISTORY_IDS, [len(bulk)])
+        change_ids = [change_id for (change_id,) in cursor.fetchall()]
+    live = subscriptions_lock_live(txs=[PaidRow(row.pk, row.user_id, row.plan_id, row.periods) for _, row in bulk])
+    # The writes go out in one psycopg pipeline: PostgreSQL applies the ledger UPDATE (the batch's largest
+    # statement: the ledger's indexes) while this process works out the subscriptions and builds the next rows.
+    with connection.wrap_database_errors, connection.connection.pipeline(), connection.cursor() as cursor:
         cursor.execute(
             _CONFIRM,
             [
@@ -410,19 +423,19 @@ def payments_apply_in_bulk(*, contract: PaymentContract, observed: list[Observed
                 source,
                 "payment log at depth",
                 now,
-                json_rows([{"id": row.pk, "f": row.status} for _, row in bulk]),
+                json_rows(
+                    [
+                        {"c": change_id, "id": row.pk, "f": row.status}
+                        for change_id, (_, row) in zip(change_ids, bulk, strict=True)
+                    ]
+                ),
             ],
         )
-        changes = {tx_id: change_id for change_id, tx_id in cursor.fetchall()}
-    plans = dict(Plan.objects.filter(pk__in={row.plan_id for _, row in bulk if row.plan_id}).values_list("pk", "slug"))
-    symbols = {pk: token.symbol for pk, token in tokens.items()}
-    decimals = {pk: token.decimals for pk, token in tokens.items()}
-    outbox_emit_many(  # what transaction_set_status tells the payer (payment.status.v1), one per history row
-        [
+        statuses = [  # what transaction_set_status tells the payer (payment.status.v1), one per history row
             (
                 "payment.status.v1",
                 {
-                    "change_id": changes[row.pk],
+                    "change_id": change_id,
                     "transaction_id": row.pk,
                     "public_id": row.public_id,
                     "user_id": row.user_id,
@@ -438,15 +451,12 @@ def payments_apply_in_bulk(*, contract: PaymentContract, observed: list[Observed
                 "transaction",
                 str(row.pk),
             )
-            for o, row in bulk
+            for change_id, (o, row) in zip(change_ids, bulk, strict=True)
             if row.user_id
         ]
-    )
+        _, later = subscriptions_write_payments(state=live, now=now, extra_events=statuses)
     _count_on_commit(contract, [row for _, row in bulk], symbols, now)
-    subscriptions_apply_payments(
-        txs=[PaidRow(row.pk, row.user_id, row.plan_id, row.periods) for _, row in bulk],
-        now=now,
-    )
+    subscriptions_apply_later(later, now=now)
     log.info("payment.confirmed_in_bulk", contract_slug=contract.slug, count=len(bulk), source=source)
     done = {id(o) for o, _ in bulk}
     return [o for o in observed if id(o) not in done]
@@ -466,10 +476,10 @@ def _count_on_commit(contract: PaymentContract, rows: list[_Order], symbols: dic
     def count() -> None:
         for symbol, n in counts.items():
             metrics.TRANSACTIONS.labels(status=TxStatus.CONFIRMED, network=network, token=symbol).inc(n)
+        latency = {since: metrics.CONFIRMATION_LATENCY.labels(network=network, since=since) for since, _ in latencies}
         for since, start in latencies:
             if start is not None:
-                seconds = max((now - start).total_seconds(), 0.0)
-                metrics.CONFIRMATION_LATENCY.labels(network=network, since=since).observe(seconds)
+                latency[since].observe(max((now - start).total_seconds(), 0.0))
 
     transaction.on_commit(count)
 

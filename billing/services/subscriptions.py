@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from fractions import Fraction
+from typing import NamedTuple
 
 import structlog
 from django.db import connection, transaction
@@ -522,20 +523,39 @@ def subscriptions_apply_payments(*, txs: list, now: datetime | None = None) -> i
     `subscription_apply_payment` one by one, after the bulk writes. The caller guarantees each payment once and
     holds the ledger rows' locks. `txs`: confirmed ledger rows (anything with pk, user_id, plan_id and periods,
     e.g. payments.PaidRow). Bulk writes skip django-auditlog (the ledger's status history records the
-    chain event that caused them). Returns how many payments were applied in bulk."""
+    chain event that caused them). Returns how many payments were applied in bulk.
+
+    In steps for a caller that sends its own statements in the same psycopg pipeline (payments):
+    `subscriptions_lock_live` (the reads, which wait for their rows) and `subscriptions_write_payments` (the
+    rules in Python, then writes only, sent without waiting), then `subscriptions_apply_later`."""
     now = now or timezone.now()
+    state = subscriptions_lock_live(txs=txs)
+    applied, later = subscriptions_write_payments(state=state, now=now)
+    subscriptions_apply_later(later, now=now)
+    return applied
+
+
+class LiveSubscriptions(NamedTuple):
+    by_user: dict
+    plans: dict
+    subs: dict
+    timelines: dict
+
+
+def subscriptions_lock_live(*, txs: list) -> LiveSubscriptions:
+    """The reads of `subscriptions_apply_payments`: the payments by user, the plans, the users' live
+    subscriptions (locked, in id order) and their periods."""
     by_user: dict[int, list] = {}
     for tx in txs:
         if tx.user_id is not None and tx.plan_id is not None:
             by_user.setdefault(tx.user_id, []).append(tx)
     if not by_user:
-        return 0
+        return LiveSubscriptions(by_user, {}, {}, {})
     plans = Plan.objects.in_bulk()
     tokens: dict = {}
     subs: dict[int, _Sub] = {}
-    users = json_list(by_user)
     with bulk_cursor() as cursor:  # tuples, not model instances: a batch holds up to 2,000 payments
-        cursor.execute(_LOCK_LIVE_SUBSCRIPTIONS, [users, *LIVE_SUBSCRIPTION_STATUSES])
+        cursor.execute(_LOCK_LIVE_SUBSCRIPTIONS, [json_list(by_user), *LIVE_SUBSCRIPTION_STATUSES])
         for values in cursor.fetchall():
             row = dict(zip(_SUB_FIELDS, values, strict=True))
             row["debt_amount"] = int(row["debt_amount"])
@@ -558,10 +578,22 @@ def subscriptions_apply_payments(*, txs: list, now: datetime | None = None) -> i
                 by_pk[sub_id].has_periods = True
                 if status == PeriodStatus.ACTIVE:
                     timelines[sub_id].append(_Period(by_pk[sub_id], plans[plan_id], starts_at, ends_at))
+    return LiveSubscriptions(by_user, plans, subs, timelines)
+
+
+def subscriptions_write_payments(
+    *, state: LiveSubscriptions, now: datetime, extra_events: list | None = None
+) -> tuple[int, list]:
+    """The rules of `subscriptions_apply_payments` over the rows `subscriptions_lock_live` read, then the writes
+    (new subscriptions, changed ones, periods, and the plan.changed.v1 events with `extra_events` in one outbox
+    statement). Only writes whose results are not read: a caller may send them in a psycopg pipeline. A new
+    subscription's periods find it by its user (the one live subscription of a user). Returns (payments applied
+    in bulk, payments left for `subscriptions_apply_later`)."""
+    by_user, plans, subs, timelines = state
     new_subs: list[_Sub] = []
     changed: dict[int, _Sub] = {}
     new_periods: list[_Period] = []
-    events: list[tuple[str, dict, str, str]] = []
+    events: list[tuple[str, dict, str, str]] = list(extra_events or [])
     later: list = []
     for user_id, payments in by_user.items():
         sub = subs.get(user_id)
@@ -618,15 +650,13 @@ def subscriptions_apply_payments(*, txs: list, now: datetime | None = None) -> i
     with connection.cursor() as cursor:
         if new_subs:
             cursor.execute(_INSERT_SUBSCRIPTIONS, [now, now, _json_rows([sub.row() for sub in new_subs])])
-            created = dict((user_id, pk) for pk, user_id in cursor.fetchall())
-            for sub in new_subs:
-                sub.pk = created[sub.user_id]
         if changed:
             cursor.execute(_UPDATE_SUBSCRIPTIONS, [now, _json_rows([sub.row() for sub in changed.values()])])
         if new_periods:
             rows = [
                 {
                     "s": p.sub.pk,
+                    "u": p.sub.user_id,
                     "p": p.plan_id,
                     "a": p.starts_at.isoformat(),
                     "e": p.ends_at.isoformat(),
@@ -635,11 +665,17 @@ def subscriptions_apply_payments(*, txs: list, now: datetime | None = None) -> i
                 }
                 for p in new_periods
             ]
-            cursor.execute(_INSERT_PERIODS, [PeriodStatus.ACTIVE, now, now, _json_rows(rows)])
+            cursor.execute(
+                _INSERT_PERIODS, [*LIVE_SUBSCRIPTION_STATUSES, PeriodStatus.ACTIVE, now, now, _json_rows(rows)]
+            )
     outbox_emit_many(events)
+    return len(new_periods), later
+
+
+def subscriptions_apply_later(later: list, *, now: datetime) -> None:
+    """The payments the bulk rules left (`subscriptions_write_payments`), one by one, in order."""
     for tx in later:
         subscription_apply_payment(tx=PaymentTransaction.objects.select_related("plan", "token").get(pk=tx.pk), now=now)
-    return len(new_periods)
 
 
 def _json_rows(rows: list[dict]) -> str:
@@ -682,8 +718,7 @@ _SUB_COLUMNS = """user_id bigint, plan_id bigint, status text, current_period_st
 _SUB_NAMES = [line.split()[0] for line in _SUB_COLUMNS.replace("\n", " ").split(",")]
 _INSERT_SUBSCRIPTIONS = (
     f"INSERT INTO {Subscription._meta.db_table} ({', '.join(_SUB_NAMES)}, created_at, updated_at) "  # noqa: S608
-    f"SELECT {', '.join(_SUB_NAMES)}, %s, %s FROM json_to_recordset(%s::json) AS v({_SUB_COLUMNS}) "
-    "RETURNING id, user_id"
+    f"SELECT {', '.join(_SUB_NAMES)}, %s, %s FROM json_to_recordset(%s::json) AS v({_SUB_COLUMNS})"
 )
 _UPDATE_SUBSCRIPTIONS = (
     f"UPDATE {Subscription._meta.db_table} AS s "  # noqa: S608 (names from the model and the list above)
@@ -693,8 +728,11 @@ _UPDATE_SUBSCRIPTIONS = (
 _INSERT_PERIODS = f"""
     INSERT INTO {SubscriptionPeriod._meta.db_table} (subscription_id, plan_id, starts_at, ends_at, transaction_id,
         kind, status, note, created_at, updated_at)
-    SELECT s, p, a, e, t, k, %s, '', %s, %s
-    FROM json_to_recordset(%s::json) AS v(s bigint, p bigint, a timestamptz, e timestamptz, t bigint, k text)"""  # noqa: S608
+    SELECT COALESCE(s, (SELECT l.id FROM {Subscription._meta.db_table} AS l
+            WHERE l.user_id = v.u AND l.status IN (%s, %s))),
+        p, a, e, t, k, %s, '', %s, %s
+    FROM json_to_recordset(%s::json)
+        AS v(s bigint, u bigint, p bigint, a timestamptz, e timestamptz, t bigint, k text)"""  # noqa: S608
 
 
 def _take_out(
