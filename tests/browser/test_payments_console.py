@@ -14,10 +14,9 @@ from playwright.sync_api import expect
 
 from billing.models import Network, PaymentProvider, PaymentTransaction, RpcEndpoint, TxStatus
 from billing.services.chain_sync import contract_sync
-from billing.services.receipts import transaction_check_receipt
 from tests import factories as f
 from tests.conftest import link_wallet
-from tests.integration.lifecycle.conftest import PAYERS, follower_from_head, send_steps
+from tests.integration.lifecycle.conftest import PAYERS, follower_from_head, paid_by_receipt
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -204,12 +203,7 @@ def test_operator_refunds_a_confirmed_payment_from_the_drawer(
     follower_from_head(world, chain)
     payer = PAYERS[2]
     link_wallet(plain_user, payer.address)  # checkout takes only SIWE-verified payers
-    body = user_api.post("/v1/billing/checkout", {"plan": "eth-pro", "wallet": payer.address}, format="json").json()
-    (tx_hash,) = send_steps(chain, payer, body["payment"])
-    user_api.post(f"/v1/billing/checkout/{body['id']}/tx", {"tx_hash": tx_hash}, format="json")
-    chain.anvil.mine(2)
-    tx = PaymentTransaction.objects.get(public_id=body["id"])
-    assert transaction_check_receipt(transaction_id=tx.pk) == "confirmed"
+    tx = paid_by_receipt(chain, user_api, payer)
 
     page = as_user(billing_admin_user)
     page.goto(payments(live_server, "transactions"))
@@ -278,12 +272,7 @@ def test_operator_retries_a_reverted_refund_from_the_drawer(
     follower_from_head(world, chain)
     payer = PAYERS[3]
     link_wallet(plain_user, payer.address)
-    body = user_api.post("/v1/billing/checkout", {"plan": "eth-pro", "wallet": payer.address}, format="json").json()
-    (tx_hash,) = send_steps(chain, payer, body["payment"])
-    user_api.post(f"/v1/billing/checkout/{body['id']}/tx", {"tx_hash": tx_hash}, format="json")
-    chain.anvil.mine(2)
-    tx = PaymentTransaction.objects.get(public_id=body["id"])
-    assert transaction_check_receipt(transaction_id=tx.pk) == "confirmed"
+    tx = paid_by_receipt(chain, user_api, payer)
     contract, funds = world.contract.address, chain.w3.eth.get_balance(world.contract.address)
     payer_before = chain.w3.eth.get_balance(payer.address)
 

@@ -141,6 +141,21 @@ def send_steps(chain, account, payment: dict) -> list[str]:
     return hashes
 
 
+def paid_by_receipt(chain, user_api, payer, plan: str = "eth-pro"):
+    """A checkout paid on chain, its hash reported by the client and confirmed by the receipt check (the
+    follower not involved): the ledger row, confirmed."""
+    from billing.models import PaymentTransaction
+    from billing.services.receipts import transaction_check_receipt
+
+    body = user_api.post("/v1/billing/checkout", {"plan": plan, "wallet": payer.address}, format="json").json()
+    (tx_hash,) = send_steps(chain, payer, body["payment"])
+    user_api.post(f"/v1/billing/checkout/{body['id']}/tx", {"tx_hash": tx_hash}, format="json")
+    chain.anvil.mine(2)
+    tx = PaymentTransaction.objects.get(public_id=body["id"])
+    assert transaction_check_receipt(transaction_id=tx.pk) == "confirmed"
+    return tx
+
+
 def signed_webhook(body: dict, secret: str = WEBHOOK_SECRET) -> tuple[bytes, str]:
     raw = json.dumps(body).encode()
     return raw, signing.sign(raw, [secret])

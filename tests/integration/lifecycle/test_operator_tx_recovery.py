@@ -22,8 +22,7 @@ from billing.chain.rpc import AllEndpointsFailed, ChainClient
 from billing.models import OperatorTransaction, PaymentTransaction, TxStatus
 from billing.services.chain_sync import contract_sync
 from billing.services.operator_txs import operator_tx_send, operator_tx_watch, operator_txs_pending_ids
-from billing.services.receipts import transaction_check_receipt
-from tests.integration.lifecycle.conftest import PAYERS, send_steps
+from tests.integration.lifecycle.conftest import PAYERS, paid_by_receipt
 
 pytestmark = [pytest.mark.chain]
 
@@ -32,12 +31,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def paid_eth(chain, world, user_api, payer) -> PaymentTransaction:
     """A confirmed ETH payment (the contract holds its value), the follower at the head."""
-    body = user_api.post("/v1/billing/checkout", {"plan": "eth-pro", "wallet": payer.address}, format="json").json()
-    (tx_hash,) = send_steps(chain, payer, body["payment"])
-    user_api.post(f"/v1/billing/checkout/{body['id']}/tx", {"tx_hash": tx_hash}, format="json")
-    chain.anvil.mine(2)
-    tx = PaymentTransaction.objects.get(public_id=body["id"])
-    assert transaction_check_receipt(transaction_id=tx.pk) == "confirmed"
+    tx = paid_by_receipt(chain, user_api, payer)
     contract_sync(contract_id=world.contract.pk)
     return tx
 
