@@ -145,6 +145,15 @@ def _choose_option(
 
 
 def _jsonable(value):
+    kind = type(value)  # the common exact types first (a checkout's payload is ~100 values); subclasses below
+    if kind is str or kind is bool or value is None:
+        return value
+    if kind is dict:
+        return {k: _jsonable(v) for k, v in value.items()}
+    if kind is int:
+        return str(value)  # amounts and values exceed 2^53: strings in JSON
+    if kind is list or kind is tuple:
+        return [_jsonable(v) for v in value]
     if dataclasses.is_dataclass(value):
         return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
