@@ -7,9 +7,9 @@ Workers are gthread: a process per core (2 on the 2-core machine the project is 
 A request spends much of its time waiting on PostgreSQL (a checkout makes 4 round trips); with sync workers a
 process sits idle during each wait and answers one connection at a time without keep-alive, so 2 sync workers left
 the cores idle under load, and 4 or 8 sync workers cost more CPU per request than they won back (more processes
-fighting for 2 cores). Measured interleaved on the 2-core machine, 8 clients, load average 7-8: checkout median
-88.8/s with 2 sync workers, 65.5/s with 4, 103.8/s with 2 x 4 threads, 79.3/s with 4 x 2 threads; the bare
-baseline 198, 179, 386 and 318/s (docs/performance.md, Checkout). Django is thread-safe (one database connection
+fighting for 2 cores). Measured interleaved on the 2-core machine (bench/_gunicorn_shapes.py), 8 clients, load
+average 8.7-12: checkout median 52.7/s with 2 sync workers, 66.8/s with 4, 110.0/s with 2 x 4 threads; the bare
+baseline 172, 147 and 319/s (docs/performance.md, Checkout). Django is thread-safe (one database connection
 per thread: 8 here); the per-process caches of the request path are plain dicts and lru_caches.
 """
 
