@@ -3,7 +3,8 @@
 Each refusal has the one error shape (`billing_project.api_errors`): 400 invalid input, 401 missing or bad
 credentials, 403 not allowed for the role, 404 unknown object, 409 a conflict with the current state
 (idempotency, in-flight operations), 429 throttled (with `Retry-After`), 503 a dependency (database, chain) not
-reachable (with `Retry-After`). Views that document an answer themselves keep their own description.
+reachable (with `Retry-After`); operations that read a request body also 415, a body in a media type the
+operation does not read. Views that document an answer themselves keep their own description.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ COMMON_ERRORS = {
     "503": "A dependency (database, chain) is not reachable; `Retry-After` says when to try again.",
 }
 
+# Operations with a request body: DRF refuses a body whose Content-Type none of its parsers reads (found by the
+# schemathesis bench: a multipart body without a parsable media type answered an undocumented 415).
+BODY_ERRORS = {"415": "The body's media type is not one this operation reads (`unsupported_media_type`)."}
+
 METHODS = ("get", "put", "post", "patch", "delete")
 
 
@@ -51,7 +56,8 @@ def add_error_responses(result, generator, request, public):
             if method not in METHODS:
                 continue
             responses = operation.setdefault("responses", {})
-            for status, description in COMMON_ERRORS.items():
+            errors = {**COMMON_ERRORS, **(BODY_ERRORS if "requestBody" in operation else {})}
+            for status, description in errors.items():
                 answer = responses.setdefault(status, {"description": description})
                 answer.setdefault("content", {"application/json": {"schema": ref}})
     return result

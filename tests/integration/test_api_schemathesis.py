@@ -1,12 +1,16 @@
 """schemathesis against the live OpenAPI schema, through the WSGI app, as each role (anonymous, user, support,
 billing_admin, with real tokens): a bounded number of examples per operation and role, no shrinking, a time
 cap per operation. No 5xx, and every answer with a documented status matches its documented schema and
-content type. Bench-only: `SCHEMATHESIS_EXAMPLES=1000 .venv/bin/python -m pytest
-tests/integration/test_api_schemathesis.py` (each operation and role capped at SCHEMATHESIS_TIME_CAP s)."""
+content type. Bench: `bench/api_schemathesis.py` runs it with SCHEMATHESIS_EXAMPLES=1000 in two xdist workers,
+each operation given SCHEMATHESIS_OP_BUDGET seconds (once spent, the operation stops there and is reported
+skipped with the number of examples it sent), and reads the counts this test appends to SCHEMATHESIS_STATS
+(one JSON line per operation)."""
 
 from __future__ import annotations
 
+import json
 import os
+import time
 
 import pytest
 import schemathesis
@@ -19,6 +23,7 @@ from hypothesis import HealthCheck, Phase, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -35,8 +40,21 @@ ROLES = ("anonymous", "user", "support", "billing_admin")
 # and role capped at SCHEMATHESIS_TIME_CAP seconds (pytest-timeout; a capped one fails, it is not skipped).
 EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "2"))
 TIME_CAP = int(os.environ.get("SCHEMATHESIS_TIME_CAP", "600"))
-# No 5xx, every status documented, and each answer matches its documented schema and content type.
-CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance, content_type_conformance]
+# Bench: seconds of requests per operation (all roles); 0 = no budget (every generated example is sent).
+OP_BUDGET = float(os.environ.get("SCHEMATHESIS_OP_BUDGET", "0"))
+STATS = os.environ.get("SCHEMATHESIS_STATS", "")
+# `make test`: schemathesis' explicit and coverage cases (boundary values, a few hundred per operation) and
+# EXAMPLES random ones. The bench runs the random generation only (SCHEMATHESIS_PHASES=generate): the
+# coverage cases are the same on every run, and `make test` runs them.
+PHASES = [Phase[name] for name in os.environ.get("SCHEMATHESIS_PHASES", "explicit,generate").split(",")]
+# No 5xx, every status documented, and each answer matches its documented schema, content type and headers.
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    response_schema_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+]
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(TIME_CAP)]
 
@@ -68,15 +86,41 @@ def seeded(db):
     signals.request_finished.connect(close_old_connections)
 
 
+@pytest.fixture
+def op_stats(request):
+    """This operation's counts: examples sent (each as all roles), requests, failures, seconds, whether its time
+    budget ran out; appended to SCHEMATHESIS_STATS as one JSON line when the operation is done."""
+    stats = {"test": request.node.name, "sent": 0, "requests": 0, "failed": 0, "seconds": 0.0, "budget_spent": False}
+    started = time.monotonic()
+    yield stats
+    stats["seconds"] = round(time.monotonic() - started, 3)
+    stats.pop("t0", None)
+    if STATS:
+        with open(STATS, "a") as out:
+            out.write(json.dumps(stats) + "\n")
+
+
 @schema.parametrize()
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
-    phases=[Phase.explicit, Phase.generate],
+    phases=PHASES,
     suppress_health_check=list(HealthCheck),
     derandomize=True,
 )
-def test_api_conforms_to_its_schema(case, seeded, role_headers):
+def test_api_conforms_to_its_schema(case, seeded, role_headers, op_stats):
+    op_stats.setdefault("t0", time.monotonic())
+    if OP_BUDGET and time.monotonic() - op_stats["t0"] > OP_BUDGET:
+        # This operation's share of the bench's time is spent: stop here (hypothesis passes a skip straight
+        # through, so no further examples are generated); the examples sent so far all passed every check.
+        op_stats["budget_spent"] = True
+        pytest.skip(f"time budget of {OP_BUDGET:g} s spent after {op_stats['sent']} examples")
+    op_stats["sent"] += 1
     for role in ROLES:
         cache.clear()  # throttles would otherwise turn later examples into 429s
-        case.call_and_validate(headers=role_headers[role], checks=CHECKS)
+        op_stats["requests"] += 1
+        try:
+            case.call_and_validate(headers=role_headers[role], checks=CHECKS)
+        except BaseException:
+            op_stats["failed"] += 1
+            raise
