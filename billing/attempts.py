@@ -40,16 +40,18 @@ def claim_due(
     order_by: Sequence[str],
     limit: int | None = None,
     of: tuple[str, ...] = (),
-) -> list[int]:
+    key: str = "pk",
+) -> list:
     """Claim the due `rows` (a filter of the model's due ones), oldest first by `order_by`, at most `limit`:
     locked with SKIP LOCKED and their `column` set to `claim` (the lease's end) in the same transaction, so a
     second claimer neither waits for them nor gets them. `of`: lock only these tables of a joined query
-    (("self",) when the filter joins other tables). -> the claimed primary keys."""
+    (("self",) when the filter joins other tables). -> the claimed rows' `key` (a unique column; the primary
+    key by default)."""
     with transaction.atomic():
         due = rows.select_for_update(skip_locked=True, of=of).order_by(*order_by)
-        ids = list(due.values_list("pk", flat=True)[:limit])
+        ids = list(due.values_list(key, flat=True)[:limit])
         if ids:
-            rows.model._default_manager.filter(pk__in=ids).update(**{column: claim})
+            rows.model._default_manager.filter(**{f"{key}__in": ids}).update(**{column: claim})
     return ids
 
 
@@ -74,11 +76,13 @@ def take(rows: QuerySet, *, column: str, claim: datetime | None, lease: timedelt
     return bool(rows.update(**{column: now + lease}))
 
 
-def back_off(rows: QuerySet, *, failures: int, counter: str, column: str, base: float, cap: float) -> None:
+def back_off(
+    rows: QuerySet, *, failures: int, counter: str, column: str, base: float, cap: float, also: dict | None = None
+) -> None:
     """After `failures` failed attempts in a row (no final state): store the count and make the row due
-    again after billing.retry.backoff_seconds."""
+    again after billing.retry.backoff_seconds (`also`: more columns written by the same UPDATE)."""
     delay = backoff_seconds(failures, base=base, cap=cap)
-    rows.update(**{counter: failures, column: timezone.now() + timedelta(seconds=delay)})
+    rows.update(**{counter: failures, column: timezone.now() + timedelta(seconds=delay), **(also or {})})
 
 
 def count_failure(model: type[models.Model], pk: int, *, counter: str, column: str, base: float, cap: float) -> None:

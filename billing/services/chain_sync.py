@@ -35,12 +35,12 @@ from django.db.models import Q
 from django.utils import timezone
 
 from billing import metrics
+from billing.attempts import back_off, claim_due, parse_claim, take
 from billing.bulk_sql import freeze_startup_heap, gc_paused
 from billing.chain.abi import LogDecoder, event_topics
 from billing.chain.confirmation import applicable_block
 from billing.chain.logs import GasFacts, ObservedLog, hex_int, observed_from_raw
 from billing.models import ChainBlock, ChainCursor, ChainEvent, PaymentContract, Token
-from billing.retry import backoff_seconds
 from billing.services.notices import ops_notice
 from billing.services.payments import (
     payment_observe_paid,
@@ -415,27 +415,27 @@ def contract_sync_claim_due(*, lease: timedelta = SYNC_CLAIM_LEASE) -> list[tupl
         )
     now = timezone.now()
     claim = now + lease
-    with transaction.atomic():
-        due = (
-            ChainCursor.objects.select_for_update(skip_locked=True)
-            .filter(contract__in=contracts)
-            .filter(Q(next_sync_at__isnull=True) | Q(next_sync_at__lte=now))
-        )
-        ids = list(due.values_list("contract_id", flat=True))
-        if ids:
-            ChainCursor.objects.filter(contract_id__in=ids).update(next_sync_at=claim)
+    ids = claim_due(
+        ChainCursor.objects.filter(contract__in=contracts).filter(
+            Q(next_sync_at__isnull=True) | Q(next_sync_at__lte=now)
+        ),
+        column="next_sync_at",
+        claim=claim,
+        order_by=("pk",),
+        of=("self",),
+        key="contract_id",
+    )
     return [(pk, claim) for pk in ids]
 
 
 def contract_sync_take(*, contract_id: int, claim: datetime | str) -> bool:
     """A claimed message starts its run only while its claim is the cursor's (compare-and-set): a duplicate
     or stale message is a no-op."""
-    if isinstance(claim, str):
-        claim = datetime.fromisoformat(claim)
-    return bool(
-        ChainCursor.objects.filter(contract_id=contract_id, next_sync_at=claim).update(
-            next_sync_at=timezone.now() + SYNC_CLAIM_LEASE
-        )
+    return take(
+        ChainCursor.objects.filter(contract_id=contract_id),
+        column="next_sync_at",
+        claim=parse_claim(claim),
+        lease=SYNC_CLAIM_LEASE,
     )
 
 
@@ -444,13 +444,15 @@ def contract_sync_record_success(*, contract_id: int) -> None:
 
 
 def contract_sync_record_error(*, contract_id: int, error: str) -> None:
-    """Recorded on the cursor; the next run waits billing.retry.backoff_seconds(failed runs in a row)."""
+    """Recorded on the cursor; the next run waits billing.retry.backoff_seconds(failed runs in a row)
+    (billing.attempts.back_off)."""
     cursor = ChainCursor.objects.filter(contract_id=contract_id).only("sync_errors").first()
-    errors = (cursor.sync_errors if cursor else 0) + 1
-    delay = backoff_seconds(errors, base=SYNC_BACKOFF_BASE_SECONDS, cap=SYNC_BACKOFF_MAX_SECONDS)
-    ChainCursor.objects.filter(contract_id=contract_id).update(
-        last_error=mask_url(error)[:2000],
-        last_run_at=timezone.now(),
-        sync_errors=errors,
-        next_sync_at=timezone.now() + timedelta(seconds=delay),
+    back_off(
+        ChainCursor.objects.filter(contract_id=contract_id),
+        failures=(cursor.sync_errors if cursor else 0) + 1,
+        counter="sync_errors",
+        column="next_sync_at",
+        base=SYNC_BACKOFF_BASE_SECONDS,
+        cap=SYNC_BACKOFF_MAX_SECONDS,
+        also={"last_error": mask_url(error)[:2000], "last_run_at": timezone.now()},
     )
