@@ -63,19 +63,27 @@ class ProductType(models.TextChoices):
 
 class PaymentTransaction(models.Model):
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    # No single-column index on user, provider, contract, network or token (db_index=False): each leads one of
+    # the `<fk>, -created_at, -id` indexes below, which serve every look-up by it (the PROTECT checks too),
+    # and every index is one more write per ledger INSERT and status UPDATE (the follower's hot path).
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="payment_transactions"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="payment_transactions",
+        db_index=False,
     )
     product_type = models.CharField(max_length=16, choices=ProductType.choices, default=ProductType.PLAN)
     product_id = models.PositiveBigIntegerField(null=True, blank=True)
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, null=True, blank=True, related_name="transactions")
     provider = models.ForeignKey(
-        PaymentProvider, on_delete=models.PROTECT, null=True, blank=True, related_name="transactions"
+        PaymentProvider, on_delete=models.PROTECT, null=True, blank=True, related_name="transactions", db_index=False
     )
-    contract = models.ForeignKey(PaymentContract, on_delete=models.PROTECT, related_name="transactions")
-    network = models.ForeignKey(Network, on_delete=models.PROTECT, related_name="transactions")
+    contract = models.ForeignKey(PaymentContract, on_delete=models.PROTECT, related_name="transactions", db_index=False)
+    network = models.ForeignKey(Network, on_delete=models.PROTECT, related_name="transactions", db_index=False)
     chain_id = models.PositiveBigIntegerField(help_text="Copied from the network so uniqueness holds in the DB.")
-    token = models.ForeignKey(Token, on_delete=models.PROTECT, related_name="transactions")
+    token = models.ForeignKey(Token, on_delete=models.PROTECT, related_name="transactions", db_index=False)
     amount = TokenAmountField(help_text="Smallest unit.")
     periods = models.PositiveSmallIntegerField(default=1)
     status = models.CharField(max_length=16, choices=TxStatus.choices, default=TxStatus.PENDING)
