@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from kombu import Queue
 
 # abnf (the grammar parser under siwe) warns about its own grammar each time it is imported: eight lines of
 # noise in every process (manage.py, gunicorn, celery), nothing a reader can act on.
@@ -157,6 +158,13 @@ CELERY_TASK_TIME_LIMIT = 300
 CELERY_TASK_SOFT_TIME_LIMIT = 240
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TIMEZONE = "UTC"
+# Two queues, and every worker consumes both (a worker started without -Q takes all of CELERY_TASK_QUEUES):
+# the webhook deliveries' claim (beat, every second) has one of its own, so it is not stuck behind a burst of
+# outbox deliveries that the confirmations it made queued on the default one (its trigger expires after
+# 10 s, and a webhook burst then waited for the whole backlog).
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_QUEUES = (Queue("celery"), Queue("ingest"))
+CELERY_TASK_ROUTES = {"billing.tasks.inbound_events_claim": {"queue": "ingest"}}
 
 
 # --- DRF -----------------------------------------------------------------------------------------
