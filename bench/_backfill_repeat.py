@@ -18,7 +18,6 @@ import argparse
 import gc
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,16 +40,9 @@ def main() -> int:
     os.environ.setdefault("LOG_LEVEL", "ERROR")
     os.environ.pop("REDIS_URL", None)
     tmp = tempfile.mkdtemp(prefix="bench-backfill-repeat-")
-    from billing_project import devstack
+    from backfill import embedded_database
 
-    url, stop_db = devstack.start_embedded_postgres(Path(tmp), database="billing_bench")
-    env = {**os.environ, "DATABASE_URL": url, "PYTHONWARNINGS": "ignore"}
-    subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "-v0", "--skip-checks"], env=env,
-                   check=True, cwd=ROOT, stdout=subprocess.DEVNULL)  # fmt: skip
-    broker = os.path.join(tmp, "broker")
-    for sub in ("out", "processed", "control"):
-        os.makedirs(os.path.join(broker, sub))
-    os.environ.update(CELERY_BROKER_URL="filesystem://localhost//", CELERY_FS_BROKER_DIR=broker, DATABASE_URL=url)
+    url, stop_db = embedded_database(tmp)
     import cProfile
 
     import django

@@ -55,6 +55,22 @@ MODES = ("embedded", "scaled")
 SUMMARY = "MODE_SUMMARY "  # _timing.MODE_SUMMARY: the line run_modes collects from each --mode child
 
 
+def embedded_database(tmp: str):
+    """An embedded PostgreSQL in `tmp`, migrated, and a filesystem broker folder beside it (what the outbox
+    publishes lands there, as under `make run`), both set in this process's environment. -> (url, stop)."""
+    from billing_project import devstack
+
+    url, stop_db = devstack.start_embedded_postgres(Path(tmp), database="billing_bench")
+    env = {**os.environ, "DATABASE_URL": url, "PYTHONWARNINGS": "ignore"}
+    subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "-v0", "--skip-checks"], env=env,
+                   check=True, cwd=ROOT, stdout=subprocess.DEVNULL)  # fmt: skip
+    broker = os.path.join(tmp, "broker")
+    for sub in ("out", "processed", "control"):
+        os.makedirs(os.path.join(broker, sub))
+    os.environ.update(CELERY_BROKER_URL="filesystem://localhost//", CELERY_FS_BROKER_DIR=broker, DATABASE_URL=url)
+    return url, stop_db
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=8000)
@@ -82,17 +98,7 @@ def main() -> int:
         redis.Redis.from_url(SCALED_BROKER).flushdb()
         os.environ["CELERY_BROKER_URL"] = SCALED_BROKER
     else:
-        from billing_project import devstack
-
-        url, stop_db = devstack.start_embedded_postgres(Path(tmp), database="billing_bench")
-        env = {**os.environ, "DATABASE_URL": url, "PYTHONWARNINGS": "ignore"}
-        subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "-v0", "--skip-checks"], env=env,
-                       check=True, cwd=ROOT, stdout=subprocess.DEVNULL)  # fmt: skip
-        broker = os.path.join(tmp, "broker")
-        for sub in ("out", "processed", "control"):
-            os.makedirs(os.path.join(broker, sub))
-        os.environ["CELERY_BROKER_URL"] = "filesystem://localhost//"
-        os.environ["CELERY_FS_BROKER_DIR"] = broker  # what the outbox publishes lands here, as under `make run`
+        url, stop_db = embedded_database(tmp)
     os.environ["DATABASE_URL"] = url
 
     import django
