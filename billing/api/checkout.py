@@ -178,7 +178,7 @@ class CheckoutCreateView(APIView):
                 OpenApiTypes.STR,
                 OpenApiParameter.HEADER,
                 required=False,
-                description="1-255 characters; same key and body replay the first answer.",
+                description="1-255 printable characters; same key and body replay the first answer.",
             ),
         ],
         responses={
@@ -195,11 +195,11 @@ class CheckoutCreateView(APIView):
     )
     def post(self, request):
         key = request.headers.get("Idempotency-Key")
-        if key is not None and not 1 <= len(key) <= 255:
+        if key is not None and (not 1 <= len(key) <= 255 or not key.isprintable()):
             raise ApiError(
                 "invalid_idempotency_key",
-                "Idempotency-Key must be 1-255 characters.",
-                fields={"Idempotency-Key": ["1-255 characters."]},
+                "Idempotency-Key must be 1-255 printable characters.",
+                fields={"Idempotency-Key": ["1-255 printable characters (no control characters)."]},
             )
         body = request.data if isinstance(request.data, dict) else {}
         wallet = body.get("wallet")

@@ -184,8 +184,8 @@ def payload_to_json(payload: CheckoutPayload) -> dict:
 def checkout_payer_check_sql(*, user, wallet) -> tuple[str, list] | None:
     """The payer check of `checkout_prepare` (BILLING_REQUIRE_VERIFIED_PAYER) as an SQL expression a caller can
     read in a statement it sends anyway, for the wallet of the request's body; None when there is nothing to read."""
-    if not settings.BILLING_REQUIRE_VERIFIED_PAYER or not isinstance(wallet, str) or not wallet:
-        return None
+    if not settings.BILLING_REQUIRE_VERIFIED_PAYER or not isinstance(wallet, str) or not is_address(wallet):
+        return None  # not an address: the request's validation refuses it (nothing unchecked reaches SQL)
     return wallet_is_verified_sql(user_id=user.pk, address=wallet)
 
 

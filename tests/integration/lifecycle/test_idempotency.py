@@ -159,3 +159,23 @@ def test_idempotency_key_longer_than_255_is_refused(world, user_api):
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_idempotency_key"
     assert PaymentTransaction.objects.count() == 0 and IdempotencyKey.objects.count() == 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("wallet", "key", "code"),
+    [
+        ("0x\x00" + "1" * 39, "nul-in-wallet", "validation_error"),  # found by the schemathesis bench: a 500
+        ("\x00", "nul-wallet", "validation_error"),
+        (PAYERS[0].address, "nul\x00in-key", "invalid_idempotency_key"),
+        (PAYERS[0].address, "tab\tin-key", "invalid_idempotency_key"),
+    ],
+)
+def test_nul_and_control_characters_are_refused_with_a_reason_not_a_500(world, user_api, wallet, key, code):
+    """The key's lookup also reads the payer check for the body's wallet (one round trip): a wallet that is not
+    an address is not sent to PostgreSQL (which refuses NUL in text), the serializer refuses it; a key with a
+    control character is refused before anything is read."""
+    response = post(user_api, {"plan": "pro", "wallet": wallet}, key=key)
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == code
+    assert PaymentTransaction.objects.count() == 0
