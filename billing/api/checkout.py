@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import structlog
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
@@ -114,19 +116,12 @@ class NewCheckoutSerializer(CheckoutSerializer):
         return StatusChangeSerializer(self.context["history"], many=True).data
 
 
+@functools.cache
 def _fields_of(serializer_class, *, without: tuple[str, ...] = ()) -> tuple:
-    """The readable fields of one instance of `serializer_class`, built once (a serializer builds and deep-copies
-    its fields at every instantiation, most of a checkout answer's cost); see `render_new_checkout`."""
-    key = (serializer_class, without)
-    fields = _FIELDS.get(key)
-    if fields is None:
-        built = serializer_class().fields.values()
-        fields = tuple(f for f in built if not f.write_only and f.field_name not in without)
-        _FIELDS[key] = fields
-    return fields
-
-
-_FIELDS: dict = {}
+    """The readable fields of one instance of `serializer_class`, built once per process (a serializer builds and
+    deep-copies its fields at every instantiation, most of a checkout answer's cost); see `render_new_checkout`."""
+    built = serializer_class().fields.values()
+    return tuple(f for f in built if not f.write_only and f.field_name not in without)
 
 
 def _represent(fields, instance) -> dict:
