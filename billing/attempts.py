@@ -85,19 +85,24 @@ def back_off(
     rows.update(**{counter: failures, column: timezone.now() + timedelta(seconds=delay), **(also or {})})
 
 
-def count_failure(model: type[models.Model], pk: int, *, counter: str, column: str, base: float, cap: float) -> None:
-    """One more failure in a row for row `pk` (read its `counter`, add one), then `back_off`."""
-    row = model._default_manager.filter(pk=pk).only(counter).first()
+def count_failure(
+    model: type[models.Model],
+    pk,
+    *,
+    counter: str,
+    column: str,
+    base: float,
+    cap: float,
+    key: str = "pk",
+    also: dict | None = None,
+) -> None:
+    """One more failure in a row for the row whose `key` (a unique column; the primary key by default) is `pk`:
+    read its `counter`, add one, then `back_off` (`also`: more columns written by the same UPDATE)."""
+    rows = model._default_manager.filter(**{key: pk})
+    row = rows.only(counter).first()
     if row is None:
         return
-    back_off(
-        model._default_manager.filter(pk=pk),
-        failures=getattr(row, counter) + 1,
-        counter=counter,
-        column=column,
-        base=base,
-        cap=cap,
-    )
+    back_off(rows, failures=getattr(row, counter) + 1, counter=counter, column=column, base=base, cap=cap, also=also)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from billing import metrics
-from billing.attempts import back_off, claim_due, parse_claim, take
+from billing.attempts import claim_due, count_failure, parse_claim, take
 from billing.bulk_sql import freeze_startup_heap, gc_paused
 from billing.chain.abi import LogDecoder, event_topics
 from billing.chain.confirmation import applicable_block
@@ -445,11 +445,11 @@ def contract_sync_record_success(*, contract_id: int) -> None:
 
 def contract_sync_record_error(*, contract_id: int, error: str) -> None:
     """Recorded on the cursor; the next run waits billing.retry.backoff_seconds(failed runs in a row)
-    (billing.attempts.back_off)."""
-    cursor = ChainCursor.objects.filter(contract_id=contract_id).only("sync_errors").first()
-    back_off(
-        ChainCursor.objects.filter(contract_id=contract_id),
-        failures=(cursor.sync_errors if cursor else 0) + 1,
+    (billing.attempts.count_failure)."""
+    count_failure(
+        ChainCursor,
+        contract_id,
+        key="contract_id",
         counter="sync_errors",
         column="next_sync_at",
         base=SYNC_BACKOFF_BASE_SECONDS,
